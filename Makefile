@@ -1,0 +1,38 @@
+# Everything installs into .venv from nothing: `make test` and `make demo` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-slow test-all lint demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU build; an unpinned resolve would pull CUDA wheels.
+	$(PY) -m pip install --disable-pip-version-check -q "torch==2.13.0"
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+demo: $(STAMP)
+	$(VENV)/bin/avsegformer demo
+
+bench: $(STAMP)
+	$(PY) bench/forward.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""The ``avsegformer`` command line: a thin shell over the library.
+
+Each sub-command lives in ``avsegformer.commands.<name>`` and provides
+``add_arguments(parser)`` and ``run(args) -> int``. Errors raised on purpose
+(:class:`avsegformer.errors.AVSegFormerError`) are printed on one line, without a
+traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import AVSegFormerError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("avsegformer.commands.train", "train a configuration on AVSBench or synthetic data"),
+    "test": ("avsegformer.commands.test", "evaluate a checkpoint with the official metrics"),
+    "predict": ("avsegformer.commands.predict", "segment the sounding objects in video files"),
+    "synth": ("avsegformer.commands.synth", "generate a synthetic dataset in AVSBench layout"),
+    "demo": ("avsegformer.commands.demo", "run the whole pipeline on a generated video"),
+    "bench": ("avsegformer.commands.bench", "benchmark the model forward (prints JSON)"),
+    "data-check": ("avsegformer.commands.data_check", "check an AVSBench dataset root"),
+    "models": ("avsegformer.commands.models", "list the registered configurations"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avsegformer",
+        description="AVSegFormer audio-visual segmentation: train, test, predict.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except AVSegFormerError as exc:
+        print(f"avsegformer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"avsegformer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
