@@ -193,9 +193,7 @@ class Config:
             known = sorted(
                 {f.name for s in ("model", "data", "train") for f in fields(getattr(self, s))}
             )
-            raise ConfigError(
-                f"unknown configuration key {key!r}; known keys: {', '.join(known)}"
-            )
+            raise ConfigError(f"unknown configuration key {key!r}; known keys: {', '.join(known)}")
         raise ConfigError(
             f"ambiguous configuration key {key!r}: use one of "
             + ", ".join(f"{s}.{key}" for s in owners)
@@ -253,9 +251,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() == "none")
+        if is_none and type(None) in args:
+            return None
         for a in args:
             if a is type(None):
                 continue
@@ -358,9 +356,7 @@ def _official(
         train = TrainConfig(epochs=30, freeze_backbone_epochs=5, batch_size=2, eval_batch_size=2)
     elif task == "ms3":
         data = DataConfig(task="ms3", img_size=512, frames_per_clip=5, num_classes=1)
-        train = TrainConfig(
-            epochs=60, freeze_backbone_epochs=10, batch_size=2, eval_batch_size=2
-        )
+        train = TrainConfig(epochs=60, freeze_backbone_epochs=10, batch_size=2, eval_batch_size=2)
     else:
         data = DataConfig(task="avss", img_size=224, frames_per_clip=10, num_classes=71)
         train = TrainConfig(
@@ -384,15 +380,45 @@ def _official(
     )
 
 
-_official("res50_s4", "res50", "s4", {"miou": 0.7638, "fscore": 0.867},
-          "AVSegFormer, ResNet-50, AVSBench S4 (single source)")
-_official("pvt2_s4", "pvt_v2_b5", "s4", {"miou": 0.8306, "fscore": 0.905},
-          "AVSegFormer, PVTv2-B5, AVSBench S4 (single source)")
-_official("res50_ms3", "res50", "ms3", {"miou": 0.5381, "fscore": 0.656},
-          "AVSegFormer, ResNet-50, AVSBench MS3 (multiple sources)")
-_official("pvt2_ms3", "pvt_v2_b5", "ms3", {"miou": 0.6133, "fscore": 0.730},
-          "AVSegFormer, PVTv2-B5, AVSBench MS3 (multiple sources)")
-_official("res50_avss", "res50", "avss", {"miou": 0.2658, "fscore": 0.315},
-          "AVSegFormer, ResNet-50, AVSBench AVSS (semantic, 71 classes)")
-_official("pvt2_avss", "pvt_v2_b5", "avss", {"miou": 0.3731, "fscore": 0.428},
-          "AVSegFormer, PVTv2-B5, AVSBench AVSS (semantic, 71 classes)")
+_official(
+    "res50_s4",
+    "res50",
+    "s4",
+    {"miou": 0.7638, "fscore": 0.867},
+    "AVSegFormer, ResNet-50, AVSBench S4 (single source)",
+)
+_official(
+    "pvt2_s4",
+    "pvt_v2_b5",
+    "s4",
+    {"miou": 0.8306, "fscore": 0.905},
+    "AVSegFormer, PVTv2-B5, AVSBench S4 (single source)",
+)
+_official(
+    "res50_ms3",
+    "res50",
+    "ms3",
+    {"miou": 0.5381, "fscore": 0.656},
+    "AVSegFormer, ResNet-50, AVSBench MS3 (multiple sources)",
+)
+_official(
+    "pvt2_ms3",
+    "pvt_v2_b5",
+    "ms3",
+    {"miou": 0.6133, "fscore": 0.730},
+    "AVSegFormer, PVTv2-B5, AVSBench MS3 (multiple sources)",
+)
+_official(
+    "res50_avss",
+    "res50",
+    "avss",
+    {"miou": 0.2658, "fscore": 0.315},
+    "AVSegFormer, ResNet-50, AVSBench AVSS (semantic, 71 classes)",
+)
+_official(
+    "pvt2_avss",
+    "pvt_v2_b5",
+    "avss",
+    {"miou": 0.3731, "fscore": 0.428},
+    "AVSegFormer, PVTv2-B5, AVSBench AVSS (semantic, 71 classes)",
+)
