@@ -1,0 +1,183 @@
+"""Frame and mask decoding for AVSBench, bit-compatible with the official loaders.
+
+``shared/spec/avsbench-data.md`` §2.4, §3.3, §4.4 and §5: images are opened with PIL and
+converted to RGB, resized with PIL (bilinear for frames, nearest for masks: PIL's
+bilinear antialiases when downscaling, so no other library gives the same pixels), then
+scaled to [0, 1] and ImageNet-normalised. Masks are decoded with the official rule of
+each task:
+
+* S4: ``convert('1')`` (a dithered threshold at mid-grey);
+* MS3: ``convert('P')`` palette index / 255, foreground where the index is not 0;
+* AVSS: exact RGB palette colour -> class index, unknown colours -> 0 (background).
+
+The fast paths (two-valued masks, palette lookup) give the same result as the official
+conversions; anything unusual is reported through :class:`MaskDecoding` so that callers
+can count, log or refuse it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import CorruptFileError, MissingFileError
+from ..zoo import IMAGENET_MEAN, IMAGENET_STD
+from .classes import NUM_AVSS_CLASSES, avss_palette
+
+GeometryKind = Literal["none", "resize", "short_side_crop"]
+BinaryMaskRule = Literal["s4", "ms3"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a frame and its mask are brought to the model's size.
+
+    ``"resize"``: to ``size`` x ``size`` (aspect ratio not kept; S4/MS3 and AVSS
+    val/test). ``"short_side_crop"``: short side to ``size`` (the long side truncated to
+    an integer), then a centred ``size`` x ``size`` crop (AVSS train). ``"none"``: keep.
+    """
+
+    kind: GeometryKind = "resize"
+    size: int = 224
+
+    def apply(self, image: Image.Image, *, is_mask: bool) -> Image.Image:
+        """Return ``image`` transformed (PIL bilinear for frames, nearest for masks)."""
+        resample = Image.Resampling.NEAREST if is_mask else Image.Resampling.BILINEAR
+        if self.kind == "none":
+            return image
+        if self.kind == "resize":
+            if image.size == (self.size, self.size):
+                return image
+            return image.resize((self.size, self.size), resample)
+        width, height = image.size
+        if width > height:
+            new_size = (int(width * self.size / height), self.size)
+        else:
+            new_size = (self.size, int(height * self.size / width))
+        image = image.resize(new_size, resample)
+        # round() is Python's half-to-even, as in the official loader.
+        left = int(round((new_size[0] - self.size) / 2.0))
+        top = int(round((new_size[1] - self.size) / 2.0))
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file (PNG, JPEG...) with PIL.
+
+    Raises :class:`MissingFileError` or :class:`CorruptFileError` (truncated or not an
+    image), both naming ``path``.
+    """
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise MissingFileError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise CorruptFileError(
+            f"cannot decode image {path}: {exc}; the file is truncated or not an image: "
+            "re-extract or copy it again"
+        ) from None
+    return image
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
+_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
+
+
+def frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """Stack RGB uint8 ``[H, W, 3]`` frames into a normalised float32 ``[T, 3, H, W]``.
+
+    Same arithmetic as torchvision ``ToTensor`` + ``Normalize(IMAGENET_MEAN,
+    IMAGENET_STD)`` in float32: ``(x / 255 - mean) / std``, values about [-2.2, 2.7].
+    """
+    # Channels-first while still uint8 (cheap); float ops on contiguous memory are faster.
+    stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    return stacked.to(torch.float32).div_(255.0).sub_(_MEAN).div_(_STD)
+
+
+def load_frame(path: Path, geometry: Geometry) -> np.ndarray:
+    """Read one frame as RGB, apply ``geometry``: uint8 ``[H, W, 3]``."""
+    image = open_image(path).convert("RGB")
+    return np.asarray(geometry.apply(image, is_mask=False))
+
+
+@dataclass(frozen=True)
+class MaskDecoding:
+    """A decoded mask and whether the official rule agreed with the fast reading.
+
+    ``values``: bool ``[H, W]`` (binary masks, True = sounding object) or int64
+    ``[H, W]`` class indices in [0, 70] (AVSS). ``irregular_pixels``: binary masks: the
+    number of pixels that are not pure black/white (S4: decoded with PIL's dithered
+    ``convert('1')`` like the original; MS3: the original's tensor would not be {0, 1}
+    there, we use index != 0); AVSS: pixels whose colour is not in the palette (label 0).
+    """
+
+    values: np.ndarray
+    irregular_pixels: int = 0
+
+
+def _binary_mask_image(image: Image.Image, rule: BinaryMaskRule) -> tuple[Image.Image, int]:
+    """Mode-"L" image with foreground 255 / background 0, and the count of odd pixels."""
+    if image.mode == "1":
+        return image.convert("L"), 0
+    if rule == "s4":
+        grey = image if image.mode == "L" else image.convert("L")
+        values = np.asarray(grey)
+        irregular = int(np.count_nonzero((values != 0) & (values != 255)))
+        if irregular == 0:
+            return grey, 0
+        # Only PIL's own dithering reproduces the original tensor for grey pixels.
+        return image.convert("1").convert("L"), irregular
+    # ms3: the original tensor is the palette index of convert('P') divided by 255.
+    if image.mode in ("L", "P"):
+        index = np.asarray(image)
+    else:
+        index = np.asarray(image.convert("P"))
+    irregular = int(np.count_nonzero((index != 0) & (index != 255)))
+    foreground = np.where(index != 0, np.uint8(255), np.uint8(0))
+    return Image.fromarray(foreground, mode="L"), irregular
+
+
+def load_binary_mask(path: Path, rule: BinaryMaskRule, geometry: Geometry) -> MaskDecoding:
+    """Decode an S4 (``rule="s4"``) or MS3 (``"ms3"``) mask PNG: bool ``[H, W]`` after geometry."""
+    mask_image, irregular = _binary_mask_image(open_image(path), rule)
+    values = np.asarray(geometry.apply(mask_image, is_mask=True)) != 0
+    return MaskDecoding(values, irregular)
+
+
+@lru_cache(maxsize=1)
+def _palette_lookup() -> tuple[np.ndarray, np.ndarray]:
+    codes = _rgb_codes(avss_palette(NUM_AVSS_CLASSES)[None, :, :])[0]
+    order = np.argsort(codes, kind="stable")
+    return codes[order], order.astype(np.int64)
+
+
+def _rgb_codes(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def color_mask_to_labels(rgb: np.ndarray) -> MaskDecoding:
+    """Map an RGB uint8 ``[H, W, 3]`` AVSS mask to int64 class indices ``[H, W]`` in [0, 70].
+
+    A pixel whose colour is one of the 71 palette colours gets that class; any other
+    colour gets 0 (background), as in the official loader, and is counted.
+    """
+    sorted_codes, classes = _palette_lookup()
+    codes = _rgb_codes(rgb)
+    position = np.minimum(np.searchsorted(sorted_codes, codes), len(sorted_codes) - 1)
+    known = sorted_codes[position] == codes
+    labels = np.where(known, classes[position], 0)
+    return MaskDecoding(labels, int(codes.size - np.count_nonzero(known)))
+
+
+def load_color_mask(path: Path, geometry: Geometry) -> MaskDecoding:
+    """Decode an AVSS ``labels_rgb`` PNG: int64 ``[H, W]`` class indices after geometry."""
+    image = open_image(path).convert("RGB")
+    return color_mask_to_labels(np.asarray(geometry.apply(image, is_mask=True)))
