@@ -70,3 +70,30 @@ class NoAudioStreamError(VideoError):
 
 class OutputExistsError(AVSegFormerError, FileExistsError):
     """An output folder exists already (pass ``--overwrite`` to replace it)."""
+
+
+class ShapeError(AVSegFormerError, ValueError):
+    """A tensor argument with the wrong shape, dtype or values (losses, metrics, model inputs).
+
+    The message names the argument and its shape and says what was expected.
+    """
+
+
+class InputShapeError(AVSegFormerError, ValueError):
+    """A tensor given to the model has the wrong shape, dtype or size (the message says which)."""
+
+
+class NotAVideoError(VideoError):
+    """A file that is not a video at all (text, image, audio only): FFmpeg finds no video in it."""
+
+
+class CorruptVideoError(VideoError):
+    """A video file that is truncated or damaged; the message carries FFmpeg's reason."""
+
+
+class EmptyVideoError(VideoError):
+    """A zero-length video: an empty file, or a container without a single video frame."""
+
+
+class MetricError(AVSegFormerError, ValueError):
+    """A metric result that cannot be computed (e.g. ``compute()`` before any ``update()``)."""
