@@ -6,7 +6,7 @@ Five lines from nothing to masks::
     model = avsegformer.build_model("res50_s4").eval()
     avsegformer.load_checkpoint(model, "S4_res50_best.pth")   # the authors' file
     frames, audio = torch.randn(5, 3, 224, 224), torch.randn(5, 1, 96, 64)
-    logits = model(frames, audio).pred_masks                # [5, 1, 224, 224]
+    logits = model(frames, audio).logits                    # [5, 1, 224, 224]
 
 The public names are imported lazily so that ``import avsegformer`` stays cheap.
 """
@@ -27,6 +27,8 @@ _LAZY = {
     "Config": "avsegformer.zoo",
     "load_checkpoint": "avsegformer.checkpoint",
     "save_checkpoint": "avsegformer.checkpoint",
+    "read_checkpoint": "avsegformer.checkpoint",
+    "build_model_from_checkpoint": "avsegformer.checkpoint",
     "Predictor": "avsegformer.predictor",
 }
 

@@ -79,7 +79,7 @@ class ShapeError(AVSegFormerError, ValueError):
     """
 
 
-class InputShapeError(AVSegFormerError, ValueError):
+class InputShapeError(ShapeError):
     """A tensor given to the model has the wrong shape, dtype or size (the message says which)."""
 
 

@@ -60,6 +60,8 @@ class ModelConfig:
     generator_ffn_dim: int = 1024
     mlp_hidden_dim: int = 2048
     gn_groups: int = 32
+    # Hidden widths of the mask decoder ``head.fc`` (3x3 conv, 4x upsampling, 3x3 conv).
+    mask_head_widths: tuple[int, ...] = (128, 32)
     audio_encoder: str = "vggish"
     # Channel widths of a light audio encoder; ignored by "vggish".
     audio_widths: tuple[int, ...] = ()
@@ -109,6 +111,20 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     grad_clip: float = 0.0
     seed: int = 123
+    # BatchNorm with small per-process batches: "freeze_bn" keeps every BN layer (the
+    # ResNet backbone's; the tiny audio CNN's) in eval mode (running statistics);
+    # "sync_bn" synchronises batch statistics across processes (CUDA only: torch has
+    # no CPU SyncBatchNorm).
+    freeze_bn: bool = False
+    sync_bn: bool = False
+    # Frames fed to the network in training: "all" (the authors' scripts: every frame of
+    # a clip, although S4 train labels only the first) or "labelled" (only frames whose
+    # label enters the loss: the same loss and gradients up to BatchNorm batch statistics,
+    # 5x less compute on S4).
+    train_frames: Literal["all", "labelled"] = "all"
+    # "zero" replaces every clip's audio by silence in training and validation: the
+    # visual-only baseline of the audio-reliance benchmark.
+    audio: Literal["matched", "zero"] = "matched"
 
 
 @dataclass(frozen=True)
@@ -422,3 +438,67 @@ _official(
     {"miou": 0.3731, "fscore": 0.428},
     "AVSegFormer, PVTv2-B5, AVSBench AVSS (semantic, 71 classes)",
 )
+
+
+# ---------------------------------------------------------------- light CPU models
+# The project's own configurations: the AVSegFormer architecture at a size a 2-core CPU
+# trains in minutes (synthetic benchmark). A light ResNet of basic blocks replaces the
+# visual backbone, a narrow trainable CNN replaces VGGish, and the head keeps its
+# structure with fewer, narrower layers. No pretrained weights exist for them.
+_TINY_MODEL = ModelConfig(
+    backbone="resnet_basic",
+    in_channels=(32, 64, 128, 256),
+    backbone_widths=(32, 64, 128, 256),
+    backbone_depths=(1, 1, 1, 1),
+    embed_dim=64,
+    query_num=16,
+    num_heads=4,
+    num_levels=3,
+    num_points=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    ffn_dim=256,
+    dropout=0.0,
+    generator_layers=2,
+    generator_ffn_dim=256,
+    mlp_hidden_dim=128,
+    gn_groups=8,
+    mask_head_widths=(16, 8),
+    audio_encoder="audio_cnn",
+    audio_widths=(16, 32, 64, 128),
+    audio_dim=128,
+    freeze_audio=False,
+    drop_path_rate=0.0,
+    keep_unused_modules=False,
+)
+
+
+def _tiny(name: str, task: Task, frames: int, description: str) -> Config:
+    num_classes = 71 if task == "avss" else 1
+    return register(
+        Config(
+            name=name,
+            model=replace(_TINY_MODEL, num_classes=num_classes),
+            data=DataConfig(
+                task=task, img_size=224, frames_per_clip=frames, num_classes=num_classes
+            ),
+            train=TrainConfig(
+                epochs=10,
+                freeze_backbone_epochs=0,
+                batch_size=2,
+                eval_batch_size=2,
+                lr=1e-3,
+                weight_decay=1e-4,
+                scheduler="cosine",
+                warmup_steps=20,
+                precision="fp32",
+            ),
+            description=description,
+            source="avsegformer (project configuration, trained from scratch)",
+        )
+    )
+
+
+_tiny("tiny_s4", "s4", 5, "light CPU AVSegFormer, single-source segmentation (S4 layout)")
+_tiny("tiny_ms3", "ms3", 5, "light CPU AVSegFormer, multi-source segmentation (MS3 layout)")
+_tiny("tiny_avss", "avss", 10, "light CPU AVSegFormer, semantic segmentation (AVSS, 71 classes)")

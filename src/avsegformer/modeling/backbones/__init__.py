@@ -1,0 +1,1 @@
+"""Visual backbones returning four feature levels (strides 4, 8, 16, 32)."""

@@ -1,0 +1,519 @@
+"""Reading and writing model weights.
+
+Formats read (detected from the file's content, not its name):
+
+* **avsegformer** (ours): safetensors whose metadata records the configuration, free
+  JSON metadata and optional extra tensors (e.g. optimizer state). Tensors are stored
+  as ``model.<key>`` and ``extra.<name>``. Written atomically by
+  :func:`save_checkpoint`.
+* **the authors' checkpoints** (``S4_res50_best.pth`` ...): a plain ``torch.save``d
+  state dict (``module.`` prefixes tolerated), read with ``torch.load(weights_only=True)``
+  so no arbitrary object is ever unpickled.
+* **pretrained parts** used by the authors' training, loaded into the matching
+  sub-module only: torchvision ResNet-50 (``resnet50-19c8e357.pth``; ``layer3``/``layer4``
+  fill both branches, ``fc`` ignored), PVTv2 (``pvt_v2_b5.pth``; classifier ``head``
+  ignored) and VGGish (``vggish-10086976.pth``).
+* any other safetensors file holding a state dict in one of the layouts above.
+
+A file that does not fit the model raises :class:`CheckpointMismatchError` listing the
+missing, unexpected and shape-mismatched keys; nothing is loaded in that case.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, CheckpointMismatchError, ConfigError
+from .zoo import Config, get_config, list_models
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "avsegformer"
+FORMAT_VERSION = "1"
+MODEL_PREFIX = "model."
+EXTRA_PREFIX = "extra."
+
+# Modules of the authors' network that its forward never uses. A model built without
+# them (``keep_unused_modules=False``) may still load the authors' files: these entries
+# are skipped (and reported) instead of counting as unexpected.
+UNUSED_PREFIXES = ("backbone.layer3_2.", "backbone.layer4_2.", "head.fpn.", "head.attn_fc.")
+
+_SHOWN = 5  # keys shown per category in error messages
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class CheckpointContents:
+    """Everything a checkpoint file holds.
+
+    Attributes:
+        state_dict: model tensors, keys as in the file (``module.`` stripped).
+        config: the configuration recorded in our format, else ``None``.
+        metadata: free JSON metadata recorded in our format (``{}`` otherwise).
+        extra_tensors: tensors saved next to the model (``{}`` otherwise).
+        format: ``"avsegformer"``, ``"torch"`` (a ``torch.save``d dict) or
+            ``"safetensors"`` (a foreign safetensors file).
+    """
+
+    state_dict: StateDict
+    config: Config | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra_tensors: StateDict = field(default_factory=dict)
+    format: str = "torch"
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did.
+
+    Attributes:
+        path: the file.
+        format: file format (see :class:`CheckpointContents`).
+        layout: ``"model"`` (a whole AVSegFormer) or the pretrained part it held:
+            ``"torchvision_resnet50"``, ``"pvt_v2"``, ``"vggish"``.
+        target: the sub-module loaded (``""`` = whole model, ``"backbone"``, ``"vggish"``).
+        loaded: number of tensors copied into the model.
+        ignored: file entries deliberately skipped (classifier heads, unused modules).
+        missing: model entries the file lacked (only possible with ``strict=False``).
+        unexpected: file entries the model lacks (only possible with ``strict=False``).
+        config_name: configuration recorded in the file, if any.
+    """
+
+    path: str
+    format: str
+    layout: str
+    target: str
+    loaded: int
+    ignored: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    config_name: str | None = None
+
+    def __str__(self) -> str:
+        where = f"into {self.target!r}" if self.target else "into the model"
+        text = (
+            f"loaded {self.loaded} tensors ({self.layout}, {self.format}) from {self.path} {where}"
+        )
+        for label, keys in (
+            ("ignored", self.ignored),
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+        ):
+            if keys:
+                text += f"; {label} {len(keys)}: {_preview(keys)}"
+        return text
+
+
+# ----------------------------------------------------------------------------- reading
+def _preview(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN])
+    return shown + (f", ... (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def _sniff(path: Path) -> str:
+    """``"safetensors"``, ``"torch"`` or ``"unknown"`` from the first bytes of the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    # safetensors first: its 8-byte header length may well start with 0x80 too.
+    if len(head) == 9 and head[8:9] == b"{":
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 0 < header_len <= size - 8:
+            return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"  # zip archive of torch.save, or a legacy pickle stream
+    return "unknown"
+
+
+def _strip_module_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _read_torch(path: Path) -> StateDict:
+    try:
+        mmap = zipfile.is_zipfile(path)  # memory-map new-style archives: no second copy
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a readable file"
+        raise CheckpointError(
+            f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); only plain state dicts of "
+            "tensors are accepted (weights_only loading)"
+        ) from None
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model"):
+            inner = obj.get(wrapper)
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) != len(obj) or not all(isinstance(k, str) for k in obj):
+        raise CheckpointError(
+            f"{path} is a dict but not a state dict (some entries are not tensors); "
+            "save model.state_dict() or use avsegformer.save_checkpoint"
+        )
+    return _strip_module_prefix(tensors)
+
+
+def _read_safetensors(path: Path) -> CheckpointContents:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several error types
+        raise CheckpointError(f"cannot read {path} as safetensors ({exc})") from None
+    if meta.get("format") != FORMAT_NAME:
+        return CheckpointContents(_strip_module_prefix(tensors), format="safetensors")
+    try:
+        config = Config.from_dict(json.loads(meta["config"])) if meta.get("config") else None
+        user_meta = json.loads(meta.get("metadata", "{}"))
+    except (json.JSONDecodeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: malformed avsegformer metadata ({exc})") from None
+    state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
+    extra = {k[len(EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    return CheckpointContents(state, config, user_meta, extra, format=FORMAT_NAME)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
+    """Read any supported checkpoint file without building a model.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, corrupt or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path}" if not path.exists() else f"not a file: {path}"
+        )
+    kind = _sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    if kind == "torch":
+        return CheckpointContents(_read_torch(path), format="torch")
+    raise CheckpointError(
+        f"{path} is not a checkpoint: neither a PyTorch file (.pth) nor safetensors"
+    )
+
+
+# ----------------------------------------------------------------------------- layouts
+def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """Which network a state dict belongs to (``"model"`` or a pretrained part)."""
+    keys = set(state)
+    # Pretrained parts first: a PVTv2 ImageNet file has a top-level classifier "head.*".
+    if {"conv1.weight", "layer1.0.conv1.weight", "layer4.0.conv1.weight"} <= keys:
+        return "torchvision_resnet50"
+    if "patch_embed1.proj.weight" in keys:
+        return "pvt_v2"
+    if {"features.0.weight", "embeddings.0.weight"} <= keys:
+        return "vggish"
+    if any(k.startswith(("backbone.", "head.", "vggish.", "audio_proj.")) for k in keys):
+        return "model"
+    return "unknown"
+
+
+def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
+    """A short human description (backbone, audio encoder, classes) for error messages."""
+    layout = detect_layout(state)
+    if layout != "model":
+        return f"a {layout} file" if layout != "unknown" else "an unknown layout"
+    if "backbone.layer3_1.0.conv1.weight" in state:
+        backbone = "ResNet-50 (res50)"
+    elif "backbone.block1.0.attn.q.weight" in state:
+        backbone = "PVTv2-B5 (pvt_v2_b5)"
+    elif "backbone.layer1.0.conv1.weight" in state:
+        backbone = "light ResNet (resnet_basic)"
+    else:
+        backbone = "unrecognised"
+    audio = "VGGish" if "vggish.embeddings.0.weight" in state else "light audio CNN"
+    fc = state.get("head.fc.4.weight")
+    classes = f"{fc.shape[0]} class(es)" if fc is not None else "unknown classes"
+    return f"an AVSegFormer with backbone {backbone}, {audio} audio encoder, {classes}"
+
+
+def _suggest_configs(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Registered configurations whose state-dict shapes match ``state``."""
+    matches = []
+    for name in list_models():
+        from .modeling.build import build_model
+
+        try:
+            reference = build_model(name, device="meta").state_dict()
+        except Exception:  # noqa: BLE001 - a broken registration must not hide the real error
+            continue
+        own = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
+        ref = {k: v for k, v in reference.items() if not k.startswith(UNUSED_PREFIXES)}
+        if own.keys() == ref.keys() and all(own[k].shape == ref[k].shape for k in own):
+            matches.append(name)
+    return matches
+
+
+def _map_part(
+    layout: str, state: StateDict, model: nn.Module
+) -> tuple[str, StateDict, list[str], list[str]]:
+    """Map a pretrained-part file onto a sub-module.
+
+    Returns ``(target, state in the target's names, ignored keys, unused file keys)``.
+    """
+    if layout == "torchvision_resnet50":
+        ignored = sorted(k for k in state if k.startswith("fc."))
+        own = model.backbone.state_dict(keep_vars=True)
+        mapped: StateDict = {}
+        for key in own:
+            # The authors' two branches both start from torchvision's layer3/layer4.
+            source = _TWO_BRANCH.sub(r"\1.", key)
+            if source in state:
+                mapped[key] = state[source]
+        used = {_TWO_BRANCH.sub(r"\1.", k) for k in mapped}
+        unused = sorted(k for k in state if k not in used and k not in ignored)
+        return "backbone", mapped, ignored, unused
+    if layout == "pvt_v2":
+        ignored = sorted(k for k in state if k.startswith("head."))
+        part = {k: v for k, v in state.items() if k not in ignored}
+        return "backbone", part, ignored, []
+    if layout == "vggish":
+        return "vggish", dict(state), [], []
+    raise AssertionError(layout)
+
+
+_TWO_BRANCH = re.compile(r"^(layer[34])_[12]\.")
+
+
+def _apply(
+    model: nn.Module,
+    contents: CheckpointContents,
+    path: Path,
+    strict: bool,
+) -> LoadReport:
+    state = contents.state_dict
+    layout = detect_layout(state)
+    ignored: list[str] = []
+    unused: list[str] = []
+    if layout == "unknown":
+        raise CheckpointMismatchError(
+            f"{path}: unrecognised state-dict layout (first keys: {_preview(sorted(state))}); "
+            "expected an AVSegFormer checkpoint or a ResNet-50 / PVTv2 / VGGish weight file",
+            unexpected=sorted(state),
+        )
+    if layout == "model":
+        target = ""
+        module = model
+    else:
+        target, state, ignored, unused = _map_part(layout, state, model)
+        module = getattr(model, target, None)
+        if module is None:
+            raise CheckpointMismatchError(f"{path}: the model has no {target!r} to load into")
+    own = module.state_dict(keep_vars=True)
+    if layout == "model":
+        skip = sorted(k for k in state if k not in own and k.startswith(UNUSED_PREFIXES))
+        ignored += skip
+        state = {k: v for k, v in state.items() if k not in skip}
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted([k for k in state if k not in own] + unused)
+    mismatched = [
+        (k, tuple(state[k].shape), tuple(own[k].shape))
+        for k in sorted(own.keys() & state.keys())
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        where = f"the model's {target!r}" if target else "the model"
+        lines = [f"{path} does not fit {where}:"]
+        if layout == "model":
+            lines.append(f"  file: {describe_state_dict(state)}")
+            lines.append(f"  model: {describe_state_dict(model.state_dict())}")
+        if missing:
+            lines.append(f"  missing in file ({len(missing)}): {_preview(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected in file ({len(unexpected)}): {_preview(unexpected)}")
+        if mismatched:
+            shown = ", ".join(f"{k} {a} vs model {b}" for k, a, b in mismatched[:_SHOWN])
+            more = f" (+{len(mismatched) - _SHOWN} more)" if len(mismatched) > _SHOWN else ""
+            lines.append(f"  shape mismatch ({len(mismatched)}): {shown}{more}")
+        if layout == "model":
+            lines.append(
+                "  build the model of the checkpoint's configuration "
+                "(avsegformer.build_model_from_checkpoint(path, name=...))"
+            )
+        raise CheckpointMismatchError(
+            "\n".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched
+        )
+    loaded = 0
+    with torch.no_grad():
+        for key, tensor in own.items():
+            if key in state:
+                tensor.copy_(state[key])
+                loaded += 1
+    return LoadReport(
+        path=str(path),
+        format=contents.format,
+        layout=layout,
+        target=target,
+        loaded=loaded,
+        ignored=ignored,
+        missing=missing,
+        unexpected=unexpected,
+        config_name=contents.config.name if contents.config else None,
+    )
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True
+) -> LoadReport:
+    """Load weights from ``path`` into ``model`` (in place), detecting the format.
+
+    Args:
+        model: an :class:`~avsegformer.AVSegFormer`.
+        path: our safetensors file, an authors' ``.pth`` or a pretrained-part file
+            (ResNet-50 / PVTv2 / VGGish), which goes into the matching sub-module.
+        strict: require the file to provide exactly the target's entries. With
+            ``False`` missing and unexpected entries are reported instead; shape
+            mismatches always raise.
+
+    Raises:
+        CheckpointError: unreadable, corrupt or not a checkpoint.
+        CheckpointMismatchError: keys or shapes do not fit (nothing is loaded).
+    """
+    path = Path(path)
+    report = _apply(model, read_checkpoint(path), path, strict)
+    logger.debug("%s", report)
+    return report
+
+
+# ----------------------------------------------------------------------------- writing
+def _json_dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def save_checkpoint(
+    model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    *,
+    config: Config | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write weights in our safetensors format, atomically (temporary file + rename).
+
+    Args:
+        model_or_state_dict: a model (its ``state_dict()``) or a state dict.
+        path: destination (conventionally ``*.safetensors``); parent folders are created.
+        config: configuration to record (a :class:`Config` or a registered name);
+            defaults to ``model.config`` when a model built by ``build_model`` is given.
+        metadata: JSON-serialisable values (epoch, metrics, optimizer hyper-parameters...).
+        extra_tensors: other named tensors to store (e.g. flattened optimizer state),
+            returned by :func:`read_checkpoint` as ``extra_tensors``.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if isinstance(model_or_state_dict, nn.Module):
+        state = model_or_state_dict.state_dict()
+        if config is None:
+            config = getattr(model_or_state_dict, "config", None)
+    else:
+        state = dict(model_or_state_dict)
+    if isinstance(config, str):
+        config = get_config(config)
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "torch_version": torch.__version__,
+    }
+    if config is not None:
+        header["config"] = config.to_json()
+        header["config_name"] = config.name
+    header["metadata"] = _json_dumps(dict(metadata or {}), "metadata")
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for prefix, group in ((MODEL_PREFIX, state), (EXTRA_PREFIX, extra_tensors or {})):
+        for key, value in group.items():
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{prefix}{key} is a {type(value).__name__}, not a tensor")
+            tensor = value.detach().to("cpu").contiguous()
+            # safetensors refuses tensors sharing memory: give each its own storage.
+            pointer = tensor.untyped_storage().data_ptr()
+            if pointer in seen and tensor.numel():
+                tensor = tensor.clone()
+            seen.add(tensor.untyped_storage().data_ptr())
+            tensors[prefix + key] = tensor
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata=header)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- building
+def build_model_from_checkpoint(
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    strict: bool = True,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Build the model a checkpoint was saved from and load it (eval mode).
+
+    The configuration comes from our file's metadata; for foreign files (the authors'
+    ``.pth``) pass ``name`` (e.g. ``"res50_s4"``). An explicit ``name`` overrides the
+    recorded configuration.
+
+    Raises:
+        CheckpointError: unreadable file, or no configuration recorded and no ``name``.
+        CheckpointMismatchError: the weights do not fit the configuration.
+    """
+    from .modeling.build import build_model
+
+    path = Path(path)
+    contents = read_checkpoint(path)
+    if name is not None:
+        config: Config = get_config(name)
+    elif contents.config is not None:
+        config = contents.config
+    else:
+        candidates = _suggest_configs(contents.state_dict)
+        hint = (
+            f"it matches: {', '.join(candidates)}"
+            if candidates
+            else f"it holds {describe_state_dict(contents.state_dict)}"
+        )
+        raise CheckpointError(
+            f"{path} does not record its configuration ({contents.format} file); "
+            f"pass name=... ({hint})"
+        )
+    model = build_model(config, device=device)
+    report = _apply(model, contents, path, strict)
+    logger.info("%s", report)
+    return model.eval()

@@ -1,0 +1,166 @@
+"""ResNet backbones returning four feature levels (strides 4, 8, 16, 32).
+
+* :func:`resnet50_two_branch`: the authors' "B2" ResNet-50 (torchvision v1.5 layout:
+  stride on the 3x3 conv). It carries a second copy of stages 3 and 4
+  (``layer3_2``/``layer4_2``) that its forward never uses; keeping it lets the
+  authors' checkpoints load strictly.
+* :func:`resnet_basic`: a light ResNet of basic blocks with configurable widths and
+  depths, for the project's CPU configurations.
+
+Convolutions run in channels-last layout, which oneDNN (CPU) and cuDNN execute
+fastest; the outputs are ordinary NCHW tensors with channels-last strides.
+
+# References: ResNet (He et al., arXiv 1512.03385); AVSBench/AVSegFormer two-branch
+# variant (Gao et al., arXiv 2307.01146).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
+) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+    )
+    return conv, nn.BatchNorm2d(out_channels)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand (x4), residual, ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1, self.bn1 = _conv_bn(in_channels, width, 1)
+        self.conv2, self.bn2 = _conv_bn(width, width, 3, stride)
+        self.conv3, self.bn3 = _conv_bn(width, out_channels, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, out_channels, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + shortcut)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (first one strided), residual, ReLU."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(in_channels, width, 3, stride)
+        self.conv2, self.bn2 = _conv_bn(width, width, 3)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, width, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+
+def _stage(
+    block: type[Bottleneck] | type[BasicBlock],
+    in_channels: int,
+    width: int,
+    depth: int,
+    stride: int,
+) -> nn.Sequential:
+    blocks = [block(in_channels, width, stride)]
+    blocks += [block(width * block.expansion, width) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
+class ResNet(nn.Module):
+    """7x7/2 stem + 3x3/2 max-pool + four stages; returns the four stage outputs.
+
+    Args:
+        block: :class:`Bottleneck` or :class:`BasicBlock`.
+        widths: inner width of each stage (output = width x ``block.expansion``).
+        depths: blocks per stage.
+        stem_width: channels of the stem convolution.
+        stage_names: attribute (state-dict) names of the four stages.
+        spare_stages: names of extra, unused copies of stages 3 and 4 built from the
+            stage-2 output (the authors' second branch); empty for none.
+    """
+
+    def __init__(
+        self,
+        block: type[Bottleneck] | type[BasicBlock],
+        widths: Sequence[int],
+        depths: Sequence[int],
+        stem_width: int = 64,
+        stage_names: Sequence[str] = ("layer1", "layer2", "layer3", "layer4"),
+        spare_stages: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        if not (len(widths) == len(depths) == len(stage_names) == 4):
+            raise ValueError(f"ResNet needs 4 stages, got widths={widths}, depths={depths}")
+        self.conv1, self.bn1 = _conv_bn(3, stem_width, 7, 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.stage_names = tuple(stage_names)
+        self.out_channels = tuple(w * block.expansion for w in widths)
+        in_channels = stem_width
+        for index, (name, width, depth) in enumerate(zip(stage_names, widths, depths, strict=True)):
+            stride = 1 if index == 0 else 2
+            self.add_module(name, _stage(block, in_channels, width, depth, stride))
+            in_channels = width * block.expansion
+        if spare_stages:
+            spare3, spare4 = spare_stages
+            self.add_module(spare3, _stage(block, self.out_channels[1], widths[2], depths[2], 2))
+            self.add_module(spare4, _stage(block, self.out_channels[2], widths[3], depths[3], 2))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images`` float ``[B, 3, H, W]`` -> four levels ``[B, C_i, H/2^(i+2), W/2^(i+2)]``."""
+        x = images.contiguous(memory_format=torch.channels_last)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        levels = []
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            levels.append(x)
+        return levels
+
+
+def resnet50_two_branch(keep_second_branch: bool = True) -> ResNet:
+    """The authors' ResNet-50 (``backbone.layer3_1`` etc.); forward uses branch 1."""
+    return ResNet(
+        Bottleneck,
+        widths=(64, 128, 256, 512),
+        depths=(3, 4, 6, 3),
+        stage_names=("layer1", "layer2", "layer3_1", "layer4_1"),
+        spare_stages=("layer3_2", "layer4_2") if keep_second_branch else (),
+    )
+
+
+def resnet_basic(widths: Sequence[int], depths: Sequence[int]) -> ResNet:
+    """A light ResNet of basic blocks (channels = ``widths``), stem as wide as stage 1."""
+    return ResNet(BasicBlock, widths=widths, depths=depths, stem_width=widths[0])
