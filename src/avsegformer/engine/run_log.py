@@ -107,7 +107,8 @@ class RunLogger:
                     ax.plot([r["step"] for r in train], [r[key] for r in train], label=key)
         ax.set_xlabel("step")
         ax.set_title("training loss")
-        ax.legend()
+        if train:
+            ax.legend()
         ax = axes[1]
         if val:
             ax.plot([r["epoch"] for r in val], [r["miou"] for r in val], "o-", label="mIoU")
@@ -115,7 +116,8 @@ class RunLogger:
                 ax.plot([r["epoch"] for r in val], [r["fscore"] for r in val], "s-", label="F")
         ax.set_xlabel("epoch")
         ax.set_title("validation")
-        ax.legend()
+        if val:
+            ax.legend()
         fig.tight_layout()
         path = self.out_dir / "curves.png"
         tmp = self.out_dir / "curves.tmp.png"

@@ -1,0 +1,107 @@
+"""``avsegformer test CONFIG --checkpoint FILE --data-root DIR``: the official metrics.
+
+Prints the table (mIoU, F; AVSS per class too) and writes it as JSON. Runs under
+``torchrun`` too (each process evaluates a share of the videos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ._common import add_config_arguments, add_device_arguments, resolve_config
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="weights: the authors' .pth or a .safetensors from `avsegformer train`",
+    )
+    parser.add_argument("--data-root", required=True, help="dataset root (AVSBench layout)")
+    parser.add_argument("--split", default="test", help="train, val or test (default test)")
+    parser.add_argument(
+        "--metric-mode",
+        choices=["avsbench", "invariant"],
+        default="avsbench",
+        help="S4/MS3 F-score: per-group maximum as published (avsbench) or one "
+        "dataset-level threshold, independent of batching (invariant)",
+    )
+    parser.add_argument(
+        "--videos-per-group",
+        type=int,
+        default=None,
+        help="avsbench mode grouping: 2 = AVSegFormer release (default for its configs), "
+        "4 = AVSBench",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="videos per forward pass")
+    parser.add_argument(
+        "--audio",
+        choices=["matched", "zero", "shuffled", "noise"],
+        default="matched",
+        help="audio-reliance test: the clip's own audio, silence, another clip's audio, noise",
+    )
+    parser.add_argument("--save-masks", default=None, metavar="DIR", help="write predicted masks")
+    parser.add_argument("--json", default=None, metavar="PATH", help="result file")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes")
+    parser.add_argument("--audio-policy", default=None, help="see `avsegformer train`")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint, read_checkpoint
+    from ..data import build_dataset
+    from ..engine import dist
+    from ..engine.evaluator import evaluate, write_result_json
+    from ..errors import CheckpointMismatchError
+    from ..modeling.build import build_model
+
+    info = dist.init_distributed()
+    try:
+        config = resolve_config(args.config, args.overrides)
+        recorded = read_checkpoint(args.checkpoint).config
+        if recorded is not None and recorded.model != config.model:
+            raise CheckpointMismatchError(
+                f"{args.checkpoint} holds a {recorded.name!r} model, which is not the "
+                f"architecture of {config.name!r}; pass `{recorded.name}` as CONFIG"
+            )
+        model = build_model(config)
+        report = load_checkpoint(model, args.checkpoint)
+        logger.debug("%s", report)
+        device = info.device if args.device is None else args.device
+        model = model.to(device).eval()
+        options = {"img_size": config.data.img_size}
+        if args.audio_policy:
+            options["audio_policy"] = args.audio_policy
+        dataset = build_dataset(config.task, args.data_root, args.split, **options)
+        result = evaluate(
+            model,
+            dataset,
+            task=config.task,
+            batch_size=args.batch_size or config.train.eval_batch_size,
+            metric_mode=args.metric_mode,
+            videos_per_group=args.videos_per_group or config.train.eval_batch_size,
+            audio_mode=args.audio,
+            precision=args.precision,
+            save_masks=args.save_masks,
+            num_workers=args.num_workers,
+            progress=not args.no_progress,
+            split=args.split,
+        )
+        result.config = config.name
+        result.checkpoint = str(args.checkpoint)
+        if info.is_main:
+            suffix = "" if args.audio == "matched" else f"_{args.audio}"
+            path = Path(args.json or f"avsegformer_test_{config.name}_{args.split}{suffix}.json")
+            write_result_json(result, path)
+            print(result.format_table())
+            print(f"results written to {path}")
+        return 0
+    finally:
+        dist.cleanup()

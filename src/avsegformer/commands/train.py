@@ -1,0 +1,89 @@
+"""``avsegformer train CONFIG --data-root DIR [--out DIR] [--resume] [--set k=v ...]``.
+
+Runs the same way under ``torchrun --nproc_per_node=K`` (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ._common import add_config_arguments, add_device_arguments, resolve_config
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--data-root", required=True, help="dataset root (AVSBench layout)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<config>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from last.safetensors"
+    )
+    parser.add_argument(
+        "--pretrained",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="initial weights: resnet50-19c8e357.pth, pvt_v2_b5.pth, vggish-10086976.pth, "
+        "or a whole checkpoint to fine-tune",
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps")
+    parser.add_argument(
+        "--save-every", type=int, default=200, metavar="STEPS", help="checkpoint interval"
+    )
+    parser.add_argument("--val-split", default="val", help="validation split ('' for none)")
+    parser.add_argument(
+        "--audio-policy",
+        default=None,
+        help="how clips with too few/many audio examples are fitted (see avsegformer.audio)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import dist
+    from ..engine.trainer import Trainer, TrainOptions
+
+    info = dist.init_distributed()
+    try:
+        config = resolve_config(args.config, args.overrides)
+        out = Path(args.out) if args.out else Path("runs") / config.name
+        dataset_options = {}
+        if args.audio_policy:
+            dataset_options["audio_policy"] = args.audio_policy
+        options = TrainOptions(
+            data_root=args.data_root,
+            out_dir=out,
+            resume=args.resume,
+            pretrained=args.pretrained,
+            device=args.device,
+            max_steps=args.max_steps,
+            save_every_steps=args.save_every,
+            val_split=args.val_split,
+            dataset_options=dataset_options,
+            progress=not args.no_progress,
+        )
+        trainer = Trainer(config, options)
+        if info.is_main:
+            logger.info(
+                "training %s on %s (%d process%s, %s); run folder %s",
+                config.name,
+                args.data_root,
+                info.world_size,
+                "es" if info.world_size > 1 else "",
+                trainer.device,
+                out,
+            )
+        result = trainer.fit()
+        if info.is_main:
+            print(
+                f"done: {result.steps} steps, best val mIoU {result.best_miou:.4f} "
+                f"(F {result.best_fscore:.4f}) at epoch {result.best_epoch + 1}; "
+                f"checkpoints in {out}"
+            )
+        return 0
+    finally:
+        dist.cleanup()

@@ -1,0 +1,426 @@
+"""Evaluation: run a model over a dataset split, score it with the official metrics.
+
+* S4 / MS3: mIoU and F-score (:class:`~avsegformer.engine.metrics.BinaryMetric`). In
+  ``metric_mode="avsbench"`` videos are grouped ``videos_per_group`` at a time in dataset
+  order, whatever batch size the evaluation runs with (2 reproduces the AVSegFormer
+  release, 4 AVSBench); ``"invariant"`` uses one dataset-level threshold curve.
+* AVSS: 71-class mIoU and F-score accumulated over the split, padded frames included, as
+  the reference scripts do.
+
+The same function runs under ``torchrun``: each process evaluates every ``world_size``-th
+video and the metrics gather per-frame records before computing.
+
+``audio_mode`` measures how much a model relies on its audio: ``"matched"`` (normal),
+``"zero"`` (digital silence), ``"noise"`` (white noise) or ``"shuffled"`` (the audio of
+another clip of the split, a fixed derangement so no clip keeps its own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.avsbench import AVBatch, AVSample, collate
+from ..data.classes import AVSS_CLASSES
+from ..errors import ConfigError
+from . import dist
+from .metrics import AVSSMetric, BinaryMetric
+
+logger = logging.getLogger(__name__)
+
+AudioMode = Literal["matched", "zero", "noise", "shuffled"]
+AUDIO_MODES: tuple[str, ...] = ("matched", "zero", "noise", "shuffled")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+# log(0 + 0.01): the VGGish log-mel of digital silence.
+SILENCE_LOG_MEL = math.log(0.01)
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation (fractions in [0, 1], not percentages)."""
+
+    task: str
+    split: str
+    miou: float
+    fscore: float
+    num_videos: int
+    num_frames: int
+    metric_mode: str
+    videos_per_group: int | None
+    audio_mode: str
+    seconds: float
+    forward_seconds: float
+    metric_seconds: float
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    config: str = ""
+    checkpoint: str = ""
+
+    @property
+    def metric_overhead(self) -> float:
+        """Metric time as a fraction of model forward time."""
+        return self.metric_seconds / self.forward_seconds if self.forward_seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["metric_overhead"] = self.metric_overhead
+        return out
+
+    def format_table(self) -> str:
+        """A human-readable table (mIoU and F ×100, as papers print them)."""
+        head = f"{self.config or 'model'} | {self.task} {self.split} | audio {self.audio_mode}"
+        mode = self.metric_mode + (
+            f" ({self.videos_per_group} videos/group)" if self.videos_per_group else ""
+        )
+        lines = [
+            head,
+            f"  videos {self.num_videos}  frames {self.num_frames}  metric {mode}",
+            f"  mIoU {100 * self.miou:6.2f}   F-score {100 * self.fscore:6.2f}",
+        ]
+        if self.per_class:
+            lines.append("  per class (classes seen in prediction or ground truth):")
+            lines.append(f"    {'id':>3} {'class':<16} {'IoU':>6} {'F':>6} {'frames':>7}")
+            for row in self.per_class:
+                if row["frames"]:
+                    lines.append(
+                        f"    {row['id']:>3} {row['name']:<16} {100 * row['iou']:6.2f} "
+                        f"{100 * row['fscore']:6.2f} {row['frames']:>7}"
+                    )
+        lines.append(
+            f"  time {self.seconds:.1f} s (forward {self.forward_seconds:.1f} s, "
+            f"metrics {self.metric_seconds:.2f} s = {100 * self.metric_overhead:.1f}% of forward)"
+        )
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- audio modes
+class AudioSubstitution(Dataset):
+    """Wraps a dataset and replaces each clip's audio according to ``mode``.
+
+    Items become ``(index, sample)`` so that evaluation knows each clip's dataset position.
+    """
+
+    def __init__(self, dataset: Dataset, mode: AudioMode = "matched", seed: int = 0):
+        if mode not in AUDIO_MODES:
+            raise ConfigError(f"unknown audio mode {mode!r}; expected {', '.join(AUDIO_MODES)}")
+        self.dataset = dataset
+        self.mode = mode
+        self.seed = seed
+        self.donor = derangement(len(dataset), seed) if mode == "shuffled" else None  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[int, AVSample]:
+        sample: AVSample = self.dataset[index]
+        if self.mode == "zero":
+            sample.audio = torch.full_like(sample.audio, SILENCE_LOG_MEL)
+        elif self.mode == "noise":
+            sample.audio = noise_log_mel(sample.audio.shape[0], seed=self.seed * 100003 + index)
+        elif self.mode == "shuffled":
+            assert self.donor is not None
+            sample.audio = load_clip_audio(self.dataset, int(self.donor[index]))
+        return index, sample
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A permutation of ``range(n)`` with no fixed point (identity when ``n < 2``)."""
+    if n < 2:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    # Shift by a random non-zero offset in permuted order: a cycle, never a fixed point.
+    offset = int(rng.integers(1, n))
+    donor = np.empty(n, dtype=np.int64)
+    donor[perm] = perm[(np.arange(n) + offset) % n]
+    return donor
+
+
+def load_clip_audio(dataset: Dataset, index: int) -> torch.Tensor:
+    """The audio examples of item ``index`` without decoding its frames when possible."""
+    loader = getattr(dataset, "load_audio", None)
+    if callable(loader):
+        return loader(index)
+    return dataset[index].audio
+
+
+def noise_log_mel(num_examples: int, seed: int, rms: float = 0.05) -> torch.Tensor:
+    """Log-mel examples ``[num_examples, 1, 96, 64]`` of seeded white noise at ``rms``."""
+    from ..audio import SAMPLE_RATE, waveform_to_examples
+
+    samples = int(round((0.96 * num_examples + 0.015) * SAMPLE_RATE)) + 1
+    rng = np.random.default_rng(seed)
+    waveform = (rms * rng.standard_normal(samples)).astype(np.float32)
+    return waveform_to_examples(waveform, SAMPLE_RATE)[:num_examples]
+
+
+# ---------------------------------------------------------------------------- evaluation
+def autocast_context(device: torch.device, precision: Precision) -> Any:
+    """Autocast for ``precision`` (``"auto"``: bfloat16 on CUDA, float32 elsewhere)."""
+    dtype = resolve_precision(device, precision)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_precision(device: torch.device, precision: Precision) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (``None`` = plain float32)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        return torch.float16
+    raise ConfigError(f"unknown precision {precision!r}; expected auto, fp32, bf16 or fp16")
+
+
+def _collate_indexed(items: list[tuple[int, AVSample]]) -> tuple[torch.Tensor, AVBatch]:
+    indices = torch.tensor([i for i, _ in items], dtype=torch.long)
+    return indices, collate([s for _, s in items])
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """Every ``world_size``-th item starting at ``rank`` (no padding, no duplicates)."""
+    return list(range(rank, n, world_size))
+
+
+def model_inputs(
+    batch: AVBatch, task: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Flatten a batch ``[B, T, ...]`` into the model's per-frame inputs.
+
+    Returns frames ``[B*T, 3, H, W]``, audio ``[B*T, 1, 96, 64]`` and, for AVSS, the
+    per-frame temporal mask ``[B*T]`` (``None`` for S4/MS3, as the reference passes).
+    """
+    frames = batch.frames.flatten(0, 1)
+    audio = batch.audio.flatten(0, 1)
+    temporal_mask = batch.vid_flags.flatten() if task == "avss" else None
+    return frames, audio, temporal_mask
+
+
+def iterate_batches(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    audio_mode: AudioMode = "matched",
+    seed: int = 0,
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, AVBatch]]:
+    """This process's share of ``dataset`` in order, as ``(dataset indices, batch)``."""
+    wrapped = AudioSubstitution(dataset, audio_mode, seed)
+    shard = shard_indices(len(wrapped), dist.get_rank(), dist.get_world_size())
+    loader = DataLoader(
+        torch.utils.data.Subset(wrapped, shard),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate_indexed,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    task: str,
+    batch_size: int = 2,
+    metric_mode: Literal["avsbench", "invariant"] = "avsbench",
+    videos_per_group: int = 2,
+    audio_mode: AudioMode = "matched",
+    precision: Precision = "auto",
+    save_masks: str | os.PathLike[str] | None = None,
+    avss_mask_size: tuple[int, int] | None = (360, 240),
+    num_workers: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+    split: str = "",
+) -> EvalResult:
+    """Evaluate ``model`` on ``dataset`` (a reader from :func:`avsegformer.data.build_dataset`).
+
+    Args:
+        model: an AVSegFormer (its device is used); put in eval mode here.
+        task: ``"s4"``, ``"ms3"`` or ``"avss"``.
+        batch_size: videos per forward pass (does not change the scores).
+        metric_mode, videos_per_group: S4/MS3 F-score convention (see module docstring).
+        audio_mode: ``"matched"``, ``"zero"``, ``"noise"`` or ``"shuffled"``.
+        precision: ``"auto"`` (bfloat16 on CUDA, float32 on CPU), ``"fp32"``, ``"bf16"``.
+        save_masks: folder for the predicted masks, named and coloured as the official
+            scripts save them (``pred_masks``-style tree, see :func:`save_prediction_masks`).
+        avss_mask_size: (width, height) AVSS masks are saved at (the reference's
+            360×240 default, resized nearest so colours stay exact); ``None`` = native.
+        num_workers: data-loading worker processes.
+        seed: seed of the ``noise`` / ``shuffled`` substitutions.
+        progress: show a progress bar (main process only).
+        split: name recorded in the result.
+    """
+    if task not in ("s4", "ms3", "avss"):
+        raise ConfigError(f"unknown task {task!r}")
+    device = next(model.parameters()).device
+    model.eval()
+    metric: BinaryMetric | AVSSMetric
+    if task == "avss":
+        metric = AVSSMetric(num_classes=getattr(model, "num_classes", 71))
+    else:
+        metric = BinaryMetric(mode=metric_mode, videos_per_group=videos_per_group)
+    mask_dir = Path(save_masks) if save_masks is not None else None
+
+    start = time.perf_counter()
+    forward_seconds = metric_seconds = 0.0
+    batches = iterate_batches(
+        dataset, batch_size=batch_size, audio_mode=audio_mode, seed=seed, num_workers=num_workers
+    )
+    total = math.ceil(
+        len(shard_indices(len(dataset), dist.get_rank(), dist.get_world_size())) / batch_size
+    )  # type: ignore[arg-type]
+    if progress and dist.is_main_process():
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=total, desc=f"eval {task} {split}".strip(), unit="batch")
+    for indices, batch in batches:
+        batch = batch.to(device)
+        frames, audio, temporal_mask = model_inputs(batch, task)
+        t0 = time.perf_counter()
+        with autocast_context(device, precision):
+            logits = model(frames, audio, temporal_mask).logits
+        logits = logits.float()
+        _sync(device)
+        t1 = time.perf_counter()
+        frames_per_clip = batch.frames.shape[1]
+        video_index = indices.to(device).repeat_interleave(frames_per_clip)
+        frame_index = torch.arange(frames_per_clip, device=device).repeat(len(indices))
+        if task == "avss":
+            target = batch.masks.flatten(0, 1)
+            metric.update(logits, target, video_index=video_index, frame_index=frame_index)
+        else:
+            target = batch.masks.flatten(0, 1)
+            scored = batch.gt_flags.flatten() > 0
+            metric.update(
+                logits[scored],
+                target[scored],
+                video_index=video_index[scored],
+                frame_index=frame_index[scored],
+            )
+        _sync(device)
+        metric_seconds += time.perf_counter() - t1
+        forward_seconds += t1 - t0
+        if mask_dir is not None:
+            save_prediction_masks(mask_dir, task, batch, logits, avss_mask_size=avss_mask_size)
+
+    scores = metric.compute()
+    per_class: list[dict[str, Any]] = []
+    if isinstance(metric, AVSSMetric):
+        names = list(AVSS_CLASSES) + [f"class_{i}" for i in range(len(AVSS_CLASSES), 1000)]
+        per_class = [
+            {"id": c, "name": names[c], "iou": float(i), "fscore": float(f), "frames": int(k)}
+            for c, (i, f, k) in enumerate(
+                zip(
+                    scores.iou_per_class.tolist(),
+                    scores.fscore_per_class.tolist(),
+                    scores.frames_per_class.tolist(),
+                    strict=True,
+                )
+            )
+        ]
+        num_videos = len(dataset)  # type: ignore[arg-type]
+        result_mode, group = "avss71", None
+    else:
+        num_videos = scores.num_videos
+        result_mode, group = scores.mode, scores.videos_per_group
+    seconds = time.perf_counter() - start
+    return EvalResult(
+        task=task,
+        split=split,
+        miou=float(scores.miou),
+        fscore=float(scores.fscore),
+        num_videos=int(num_videos),
+        num_frames=int(scores.num_frames),
+        metric_mode=result_mode,
+        videos_per_group=group,
+        audio_mode=audio_mode,
+        seconds=seconds,
+        forward_seconds=forward_seconds,
+        metric_seconds=metric_seconds,
+        per_class=per_class,
+        config=getattr(getattr(model, "config", None), "name", ""),
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- masks
+def save_prediction_masks(
+    root: Path,
+    task: str,
+    batch: AVBatch,
+    logits: torch.Tensor,
+    *,
+    avss_mask_size: tuple[int, int] | None = (360, 240),
+) -> list[Path]:
+    """Write a batch's predictions with the official names and encodings.
+
+    * S4: ``<root>/<category>/<name>/<name>_<i>.png``, MS3: ``<root>/<name>/<name>_<i>.png``
+      (``i`` 0-based), binary ``sigmoid > 0.5`` as 0/255 in a grey-palette PNG.
+    * AVSS: ``<root>/<uid>/<uid>_<i>.png`` for all 10 frames, argmax class in the AVSS
+      palette colours (RGB), at ``avss_mask_size`` (nearest, colours stay exact).
+    """
+    from ..render import resize_mask, save_binary_mask_png, save_class_mask_png
+
+    written: list[Path] = []
+    frames_per_clip = batch.frames.shape[1]
+    per_clip = logits.reshape(len(batch.video_ids), frames_per_clip, *logits.shape[1:])
+    for b, video_id in enumerate(batch.video_ids):
+        if task == "s4":
+            folder = root / batch.categories[b] / video_id
+        else:
+            folder = root / video_id
+        folder.mkdir(parents=True, exist_ok=True)
+        if task == "avss":
+            classes = per_clip[b].argmax(dim=1).to(torch.uint8).cpu().numpy()
+            for i, class_map in enumerate(classes):
+                path = folder / f"{video_id}_{i}.png"
+                if avss_mask_size is not None:
+                    # Nearest on the class map: the reference resizes the RGB image
+                    # bicubically, which blends colours that are no class at the edges.
+                    class_map = resize_mask(class_map, avss_mask_size)
+                save_class_mask_png(path, class_map)
+                written.append(path)
+        else:
+            binary = (torch.sigmoid(per_clip[b, :, 0]) > 0.5).cpu().numpy()
+            for i, mask in enumerate(binary):
+                path = folder / f"{video_id}_{i}.png"
+                save_binary_mask_png(path, mask)
+                written.append(path)
+    return written
+
+
+def write_result_json(result: EvalResult, path: str | os.PathLike[str]) -> Path:
+    """Write ``result`` as JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=2))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,606 @@
+"""Training: the published schedule for every configuration, resumable, on 1..N processes.
+
+One :class:`Trainer` runs the same way in a single process and under
+``torchrun --nproc_per_node=K`` (DistributedDataParallel, gloo on CPU, NCCL on CUDA):
+
+* ``train.batch_size`` is the **global** batch (videos per optimiser step over all
+  processes), as in the authors' DataParallel scripts; each process takes
+  ``batch_size / world_size`` videos of every step, chosen so that the union over
+  processes is exactly the batch a single process would take.
+* AdamW, the backbone frozen for ``freeze_backbone_epochs`` epochs, validation from
+  ``eval_start_epoch`` every ``eval_every`` epochs with the best checkpoint chosen by
+  validation mIoU, as recorded in the authors' configurations.
+* ``last.safetensors`` holds everything needed to continue (weights, optimiser,
+  schedule, scaler, counters, every process's random generators); it is written
+  atomically every ``save_every_steps`` steps and at the end of each epoch. Resuming
+  continues mid-epoch and ends with the same weights as an uninterrupted run.
+* Mixed precision on CUDA (bfloat16 autocast, or float16 with a gradient scaler);
+  plain float32 on CPU unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
+from ..data import build_dataset, collate
+from ..errors import CheckpointError, ConfigError, DataError
+from ..modeling.build import build_model
+from ..zoo import Config
+from . import dist
+from .evaluator import (
+    SILENCE_LOG_MEL,
+    EvalResult,
+    autocast_context,
+    evaluate,
+    model_inputs,
+    resolve_precision,
+)
+from .losses import SegmentationLoss
+from .run_log import RunLogger
+from .train_state import (
+    capture_rng_state,
+    optimizer_state_from_tensors,
+    optimizer_state_to_tensors,
+    restore_rng_state,
+)
+
+logger = logging.getLogger(__name__)
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+
+
+@dataclass
+class TrainOptions:
+    """How to run a training (where, how long, what to start from); not the recipe."""
+
+    data_root: str | os.PathLike[str]
+    out_dir: str | os.PathLike[str]
+    resume: bool = False
+    # Pretrained parts (resnet50-19c8e357.pth, pvt_v2_b5.pth, vggish-10086976.pth) or a
+    # whole checkpoint to fine-tune from.
+    pretrained: Sequence[str | os.PathLike[str]] = ()
+    device: str | None = None
+    max_steps: int | None = None
+    save_every_steps: int = 200
+    log_every_steps: int = 20
+    val_split: str = "val"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    # Called after every optimiser step with the trainer (tests use it to simulate a crash).
+    on_step_end: Callable[[Trainer], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    epochs: int
+    steps: int
+    best_miou: float
+    best_fscore: float
+    best_epoch: int
+    last_checkpoint: str
+    best_checkpoint: str | None
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """Counters saved with every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimiser steps done in ``epoch``
+    global_step: int = 0
+    best_miou: float = -1.0
+    best_fscore: float = 0.0
+    best_epoch: int = -1
+
+
+class EpochSampler(Sampler[int]):
+    """This process's share of a seeded per-epoch permutation, from a given position.
+
+    The permutation of epoch ``e`` depends only on ``seed + e``; it is padded (by
+    repeating its start) to a multiple of ``world_size`` and process ``rank`` takes
+    positions ``rank, rank + world_size, ...``. So ``K`` processes taking ``b`` items per
+    step together take exactly the ``K * b`` items one process would take per step.
+    """
+
+    def __init__(self, n: int, *, rank: int, world_size: int, seed: int, shuffle: bool = True):
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+        self.start = 0  # items of this process's share to skip (resume mid-epoch)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        padded = math.ceil(self.n / self.world_size) * self.world_size
+        order += order[: padded - self.n]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, math.ceil(self.n / self.world_size) - self.start)
+
+
+class Trainer:
+    """Trains ``config`` on the dataset under ``options.data_root``; see the module doc."""
+
+    def __init__(self, config: Config, options: TrainOptions) -> None:
+        self.options = options
+        self.out_dir = Path(options.out_dir)
+        self.info = dist.current_info()
+        self.device = torch.device(options.device) if options.device else self.info.device
+        last = self.out_dir / LAST
+        if options.resume:
+            if not last.is_file():
+                raise CheckpointError(
+                    f"nothing to resume: {last} does not exist (start without --resume)"
+                )
+            config = self._resumed_config(config, last)
+        self.config = config
+        cfg = config.train
+        self.task = config.data.task
+        world = self.info.world_size
+        if cfg.batch_size % world:
+            raise ConfigError(
+                f"train.batch_size={cfg.batch_size} (the global batch) is not divisible by "
+                f"the {world} processes; choose a multiple of {world}"
+            )
+        self.local_batch = cfg.batch_size // world
+        torch.manual_seed(cfg.seed + self.info.rank)
+
+        self.model = self._build_model()
+        self.criterion = SegmentationLoss(
+            self.task,
+            loss_type=cfg.loss_type,
+            iou_loss_weight=cfg.iou_loss_weight,
+            mix_loss_weight=cfg.mix_loss_weight,
+            frames_per_clip=config.data.frames_per_clip,
+        )
+        self.train_set = self._dataset("train")
+        self.val_set = self._dataset(options.val_split) if options.val_split else None
+        self.sampler = EpochSampler(
+            len(self.train_set), rank=self.info.rank, world_size=world, seed=cfg.seed
+        )
+        self.optimizer = torch.optim.AdamW(
+            optimised_parameters(self.model), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.steps_per_epoch = len(self.sampler) // self.local_batch + (
+            1 if len(self.sampler) % self.local_batch else 0
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, LearningRateSchedule(cfg.scheduler, cfg.warmup_steps, self.total_steps)
+        )
+        self.autocast_dtype = resolve_precision(self.device, cfg.precision)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.autocast_dtype == torch.float16
+        )
+        self.progress = Progress()
+        self.log = RunLogger(self.out_dir, enabled=self.info.is_main)
+        self._wrapped: nn.Module | None = None
+        self._wrapped_frozen: bool | None = None
+        if options.resume:
+            self._restore(last)
+        elif self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(config.to_json())
+
+    # ------------------------------------------------------------------ building
+    def _build_model(self) -> nn.Module:
+        model = build_model(self.config)
+        for path in self.options.pretrained:
+            report = load_checkpoint(model, path)
+            if self.info.is_main:
+                logger.info("%s", report)
+        # Modules the forward never uses stay in the state dict (strict loading of the
+        # authors' files) but must not be optimised: DDP would wait for their gradients.
+        for name, param in model.named_parameters():
+            if name.startswith(UNUSED_PREFIXES):
+                param.requires_grad_(False)
+        if self.config.train.sync_bn and self.info.world_size > 1:
+            if self.device.type != "cuda":
+                raise ConfigError("train.sync_bn needs CUDA; on CPU use train.freeze_bn=true")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model.to(self.device)
+
+    def _backbone(self) -> nn.Module:
+        return self.model.backbone  # type: ignore[return-value]
+
+    def _dataset(self, split: str) -> Dataset:
+        options = {"img_size": self.config.data.img_size, **self.options.dataset_options}
+        dataset = build_dataset(self.task, self.options.data_root, split, **options)
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise DataError(f"the {split} split under {self.options.data_root} has no videos")
+        return dataset
+
+    @property
+    def total_steps(self) -> int:
+        steps = self.steps_per_epoch * self.config.train.epochs
+        return min(steps, self.options.max_steps) if self.options.max_steps else steps
+
+    def _resumed_config(self, requested: Config, last: Path) -> Config:
+        saved = read_checkpoint(last).config
+        if saved is None:
+            raise CheckpointError(f"{last} records no configuration; cannot resume from it")
+        if saved.name != requested.name:
+            raise ConfigError(
+                f"{last} was trained as {saved.name!r}, not {requested.name!r}; "
+                f"resume with the same configuration or use another --out"
+            )
+        if dataclasses.replace(saved, train=requested.train) != requested:
+            logger.warning("resuming with the saved configuration; model/data overrides ignored")
+        if saved.train != requested.train:
+            changed = {
+                k: v
+                for k, v in dataclasses.asdict(requested.train).items()
+                if getattr(saved.train, k) != v
+            }
+            logger.warning("resuming with changed training settings: %s", changed)
+            return dataclasses.replace(saved, train=requested.train)
+        return saved
+
+    # ------------------------------------------------------------------ model phases
+    def _set_phase(self, epoch: int) -> nn.Module:
+        """Freeze or unfreeze the backbone for ``epoch`` and (re)wrap in DDP if needed."""
+        frozen = epoch < self.config.train.freeze_backbone_epochs
+        if self._wrapped is not None and self._wrapped_frozen == frozen:
+            return self._wrapped
+        self.model.freeze_backbone(frozen)  # type: ignore[operator]
+        for name, param in self.model.named_parameters():
+            if name.startswith(UNUSED_PREFIXES):
+                param.requires_grad_(False)
+        wrapped: nn.Module = self.model
+        if self.info.world_size > 1:
+            # DDP only tracks parameters that require grad when it is built, hence a new
+            # wrapper whenever the frozen set changes.
+            wrapped = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+        self._wrapped, self._wrapped_frozen = wrapped, frozen
+        return wrapped
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.config.train.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> TrainResult:
+        """Train to the end of the schedule (or ``max_steps``); returns the summary."""
+        start = time.perf_counter()
+        cfg = self.config.train
+        history: list[dict[str, Any]] = []
+        stop = False
+        while self.progress.epoch < cfg.epochs and not stop:
+            epoch = self.progress.epoch
+            stop = self._train_epoch(epoch)
+            final = stop or epoch == cfg.epochs - 1
+            # Validate on the schedule, and always the final weights (end of the last
+            # epoch, or wherever max_steps stopped) so that best.safetensors considers them.
+            record = self._maybe_validate(epoch, force=final)
+            if record:
+                history.append(record)
+            if self.progress.step_in_epoch >= self.steps_per_epoch:
+                self.progress.epoch += 1
+                self.progress.step_in_epoch = 0
+            self._save_last()
+        self.log.plot()
+        self.log.close()
+        dist.barrier()
+        result = TrainResult(
+            out_dir=str(self.out_dir),
+            epochs=self.progress.epoch,
+            steps=self.progress.global_step,
+            best_miou=self.progress.best_miou,
+            best_fscore=self.progress.best_fscore,
+            best_epoch=self.progress.best_epoch,
+            last_checkpoint=str(self.out_dir / LAST),
+            best_checkpoint=str(self.out_dir / BEST) if (self.out_dir / BEST).exists() else None,
+            seconds=time.perf_counter() - start,
+            history=history,
+        )
+        if self.info.is_main:
+            _write_json(self.out_dir / "train_summary.json", dataclasses.asdict(result))
+        return result
+
+    def _loader(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch, start=self.progress.step_in_epoch * self.local_batch)
+        workers = self.config.train.num_workers
+        return DataLoader(
+            self.train_set,
+            batch_size=self.local_batch,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            # Its own generator: creating the loader must not draw from the global RNG,
+            # or a resumed run would see different dropout masks.
+            generator=torch.Generator().manual_seed(self.config.train.seed + epoch),
+        )
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """Run the remaining steps of ``epoch``; returns True when ``max_steps`` is hit."""
+        net = self._set_phase(epoch)
+        self._train_mode()
+        loader = self._loader(epoch)
+        bar = None
+        if self.options.progress and self.info.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=self.progress.step_in_epoch,
+                desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
+                unit="step",
+                leave=False,
+            )
+        window: dict[str, float] = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
+        window_start = time.perf_counter()
+        for batch in loader:
+            parts = self._step(net, batch)
+            self.progress.step_in_epoch += 1
+            self.progress.global_step += 1
+            for key in ("loss", "iou_loss", "mix_loss"):
+                window[key] += parts[key]
+            window["n"] += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['loss']:.4f}")
+            step = self.progress.global_step
+            if step % self.options.log_every_steps == 0 or (
+                self.progress.step_in_epoch == self.steps_per_epoch
+            ):
+                self._log_train(epoch, window, time.perf_counter() - window_start)
+                window = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
+                window_start = time.perf_counter()
+            if self.options.on_step_end is not None:
+                self.options.on_step_end(self)
+            if self.options.save_every_steps and step % self.options.save_every_steps == 0:
+                self._save_last()
+            if self.options.max_steps and step >= self.options.max_steps:
+                if bar is not None:
+                    bar.close()
+                return True
+        if bar is not None:
+            bar.close()
+        return False
+
+    def _step(self, net: nn.Module, batch: Any) -> dict[str, float]:
+        batch = batch.to(self.device, non_blocking=True)
+        frames, audio, temporal_mask = model_inputs(batch, self.task)
+        target = batch.masks.flatten(0, 1)
+        flags = None if self.task == "ms3" else batch.gt_flags.flatten()
+        if self.config.train.audio == "zero":
+            audio = torch.full_like(audio, SILENCE_LOG_MEL)
+        if self.config.train.train_frames == "labelled" and flags is not None:
+            keep = flags > 0
+            frames, audio, target, flags = frames[keep], audio[keep], target[keep], flags[keep]
+            if temporal_mask is not None:
+                temporal_mask = temporal_mask[keep]
+        with autocast_context(self.device, self.config.train.precision):
+            out = net(frames, audio, temporal_mask)
+        loss, parts = self.criterion(out.logits.float(), out.mask_feature.float(), target, flags)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.train.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values = torch.stack([loss.detach(), parts["iou_loss"], parts["mix_loss"]]).float()
+        return dict(zip(("loss", "iou_loss", "mix_loss"), values.tolist(), strict=True))
+
+    def _log_train(self, epoch: int, window: dict[str, float], seconds: float) -> None:
+        n = max(1, int(window["n"]))
+        values = torch.tensor([window[k] / n for k in ("loss", "iou_loss", "mix_loss")])
+        if self.info.world_size > 1:
+            values = dist.all_reduce_tensor(values.to(self.device)).cpu() / self.info.world_size
+        record = {
+            "kind": "train",
+            "epoch": epoch,
+            "step": self.progress.global_step,
+            "loss": float(values[0]),
+            "iou_loss": float(values[1]),
+            "mix_loss": float(values[2]),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "samples_per_second": n * self.config.train.batch_size / max(seconds, 1e-9),
+        }
+        self.log.log(record)
+
+    # ------------------------------------------------------------------ validation
+    def _maybe_validate(self, epoch: int, *, force: bool = False) -> dict[str, Any] | None:
+        cfg = self.config.train
+        if self.val_set is None:
+            return None
+        scheduled = epoch >= cfg.eval_start_epoch and epoch % max(1, cfg.eval_every) == 0
+        if not (scheduled or force):
+            return None
+        result = self.validate()
+        record = {
+            "kind": "val",
+            "epoch": epoch,
+            "step": self.progress.global_step,
+            "miou": result.miou,
+            "fscore": result.fscore,
+            "seconds": result.seconds,
+        }
+        self.log.log(record)
+        if self.info.is_main:
+            logger.info("epoch %d: val mIoU %.4f F %.4f", epoch + 1, result.miou, result.fscore)
+        if result.miou > self.progress.best_miou:
+            self.progress.best_miou = result.miou
+            self.progress.best_fscore = result.fscore
+            self.progress.best_epoch = epoch
+            if self.info.is_main:
+                save_checkpoint(
+                    self.model,
+                    self.out_dir / BEST,
+                    config=self.config,
+                    metadata={
+                        "epoch": epoch,
+                        "step": self.progress.global_step,
+                        "val_miou": result.miou,
+                        "val_fscore": result.fscore,
+                        "val_split": self.options.val_split,
+                    },
+                )
+            dist.barrier()
+        return record
+
+    def validate(self) -> EvalResult:
+        """Score the current weights on the validation split (all processes take part)."""
+        assert self.val_set is not None
+        cfg = self.config.train
+        result = evaluate(
+            self.model,
+            self.val_set,
+            task=self.task,
+            batch_size=max(1, cfg.eval_batch_size // self.info.world_size),
+            videos_per_group=cfg.eval_batch_size,
+            audio_mode=cfg.audio,
+            precision=cfg.precision,
+            progress=self.options.progress,
+            split=self.options.val_split,
+        )
+        self._train_mode()
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_last(self) -> None:
+        """Write ``last.safetensors`` (main process), with every process's RNG state."""
+        rng_tensors, rng_record = capture_rng_state()
+        gathered = dist.all_gather_object(
+            ({k: v.numpy() for k, v in rng_tensors.items()}, rng_record)
+        )
+        if not self.info.is_main:
+            dist.barrier()
+            return
+        extra, optim_record = optimizer_state_to_tensors(self.optimizer.state_dict())
+        rng_records = []
+        for rank, (tensors, record) in enumerate(gathered):
+            for key, value in tensors.items():
+                extra[f"rank{rank}.{key}"] = torch.from_numpy(value)
+            rng_records.append(record)
+        metadata = {
+            "kind": "training_state",
+            "progress": dataclasses.asdict(self.progress),
+            "optimizer": optim_record,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_records,
+            "world_size": self.info.world_size,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+        save_checkpoint(
+            self.model, self.out_dir / LAST, config=self.config, metadata=metadata,
+            extra_tensors=extra,
+        )  # fmt: skip
+        dist.barrier()
+
+    def _restore(self, path: Path) -> None:
+        contents = read_checkpoint(path)
+        meta = contents.metadata
+        if meta.get("kind") != "training_state":
+            raise CheckpointError(f"{path} is not a training state written by avsegformer train")
+        self.model.load_state_dict(
+            {k: v.to(self.device) for k, v in contents.state_dict.items()}, strict=True
+        )
+        self.optimizer.load_state_dict(
+            optimizer_state_from_tensors(contents.extra_tensors, meta["optimizer"])
+        )
+        self.scheduler.load_state_dict(meta["scheduler"])
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        self.progress = Progress(**meta["progress"])
+        saved_world = int(meta.get("world_size", 1))
+        rank = self.info.rank
+        if saved_world != self.info.world_size:
+            logger.warning(
+                "resuming a %d-process run with %d processes: training continues, but not "
+                "bit-identically to the original run",
+                saved_world,
+                self.info.world_size,
+            )
+            rank = rank % saved_world
+        prefix = f"rank{rank}."
+        rng = {
+            k[len(prefix) :]: v for k, v in contents.extra_tensors.items() if k.startswith(prefix)
+        }
+        restore_rng_state(rng, meta["rng"][rank])
+        self.log.truncate_after(self.progress.global_step)
+        if self.info.is_main:
+            logger.info(
+                "resumed from %s at epoch %d, step %d",
+                path,
+                self.progress.epoch + 1,
+                self.progress.global_step,
+            )
+
+
+def optimised_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters the optimiser updates at some point of the schedule.
+
+    Everything but the unused modules and a frozen audio encoder: the visual backbone is
+    included even while frozen (no gradient, so AdamW skips it until it is unfrozen).
+    """
+    frozen_audio = bool(getattr(model, "freeze_audio", False))
+    return [
+        p
+        for name, p in model.named_parameters()
+        if not name.startswith(UNUSED_PREFIXES)
+        and not (frozen_audio and name.startswith("vggish."))
+    ]
+
+
+class LearningRateSchedule:
+    """Multiplier of the base learning rate at a step (picklable, no hidden state)."""
+
+    def __init__(self, kind: str, warmup_steps: int, total_steps: int) -> None:
+        if kind not in ("constant", "cosine"):
+            raise ConfigError(f"unknown scheduler {kind!r}; expected constant or cosine")
+        self.kind, self.warmup_steps, self.total_steps = kind, warmup_steps, max(1, total_steps)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
