@@ -6,57 +6,80 @@ Usage::
 
     dataset = build_dataset("s4", "data/", "train")  # finds data/Single-source/
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate)
+
+The names below are imported lazily (on first use), so that importing a light submodule
+such as :mod:`avsegformer.data.video` does not pull in the dataset readers and torch.
 """
 
 from __future__ import annotations
 
-from .avsbench import (
-    AVSS_SUBSETS,
-    SPLITS,
-    AVBatch,
-    AVSample,
-    AVSBenchDataset,
-    AVSSDataset,
-    MS3Dataset,
-    S4Dataset,
-    VideoEntry,
-    VideoFiles,
-    build_dataset,
-    collate,
-    read_avss_metadata,
-    read_metadata,
-    read_ms3_metadata,
-    read_s4_metadata,
-    resolve_root,
-)
-from .check import DatasetReport, FileCount, SplitReport, check_dataset
-from .images import Geometry
-from .safe_pickle import load_logmel_pkl, load_tensor_pickle, write_logmel_pkl
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "AVSS_SUBSETS",
-    "SPLITS",
-    "AVBatch",
-    "AVSBenchDataset",
-    "AVSSDataset",
-    "AVSample",
-    "DatasetReport",
-    "FileCount",
-    "Geometry",
-    "MS3Dataset",
-    "S4Dataset",
-    "SplitReport",
-    "VideoEntry",
-    "VideoFiles",
-    "build_dataset",
-    "check_dataset",
-    "collate",
-    "load_logmel_pkl",
-    "load_tensor_pickle",
-    "read_avss_metadata",
-    "read_metadata",
-    "read_ms3_metadata",
-    "read_s4_metadata",
-    "resolve_root",
-    "write_logmel_pkl",
-]
+# public name -> submodule that defines it
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "AVSS_SUBSETS",
+            "SPLITS",
+            "AVBatch",
+            "AVSample",
+            "AVSBenchDataset",
+            "AVSSDataset",
+            "MS3Dataset",
+            "S4Dataset",
+            "VideoEntry",
+            "VideoFiles",
+            "build_dataset",
+            "collate",
+            "read_avss_metadata",
+            "read_metadata",
+            "read_ms3_metadata",
+            "read_s4_metadata",
+            "resolve_root",
+        ),
+        "avsbench",
+    ),
+    **dict.fromkeys(("DatasetReport", "FileCount", "SplitReport", "check_dataset"), "check"),
+    "Geometry": "images",
+    **dict.fromkeys(("load_logmel_pkl", "load_tensor_pickle", "write_logmel_pkl"), "safe_pickle"),
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # static analysers see the eager imports
+    from .avsbench import (  # noqa: F401
+        AVSS_SUBSETS,
+        SPLITS,
+        AVBatch,
+        AVSample,
+        AVSBenchDataset,
+        AVSSDataset,
+        MS3Dataset,
+        S4Dataset,
+        VideoEntry,
+        VideoFiles,
+        build_dataset,
+        collate,
+        read_avss_metadata,
+        read_metadata,
+        read_ms3_metadata,
+        read_s4_metadata,
+        resolve_root,
+    )
+    from .check import DatasetReport, FileCount, SplitReport, check_dataset  # noqa: F401
+    from .images import Geometry  # noqa: F401
+    from .safe_pickle import load_logmel_pkl, load_tensor_pickle, write_logmel_pkl  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
