@@ -107,6 +107,15 @@ def test_s4_train_has_only_the_first_mask(data_root):
         assert set(sample.masks.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_s4_skip_unlabelled_frames_loads_the_labelled_one_only(data_root):
+    full = S4Dataset(data_root, "train", img_size=224)[0]
+    lean = S4Dataset(data_root, "train", img_size=224, skip_unlabelled_frames=True)[0]
+    assert torch.equal(lean.frames[0], full.frames[0])
+    assert torch.count_nonzero(lean.frames[1:]) == 0 and torch.count_nonzero(full.frames[1:]) > 0
+    assert torch.equal(lean.masks, full.masks) and torch.equal(lean.audio, full.audio)
+    assert torch.equal(lean.gt_flags, full.gt_flags)
+
+
 def test_s4_val_frames_masks_audio_match_official_pipeline(data_root):
     dataset = S4Dataset(data_root, "val", img_size=512)
     sample = dataset[1]

@@ -342,7 +342,9 @@ def test_a_foreign_pth_checkpoint_needs_model(
     assert "weights.pth" in err and "--model NAME" in err and "Traceback" not in err
     assert _predict(*args, "--model", "tiny_s4") == 0
     summary = json.loads((out / "mpeg4_30" / "summary.json").read_text())
-    assert summary["model"]["name"] == "tiny_s4" and summary["model"]["img_size"] == 224
+    # No configuration in the file: the registered one, with its frame size.
+    expected_size = get_config("tiny_s4").data.img_size
+    assert summary["model"]["name"] == "tiny_s4" and summary["model"]["img_size"] == expected_size
     assert summary["checkpoint"]["path"] == str(pth)
 
 

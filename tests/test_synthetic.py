@@ -503,3 +503,31 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.Capt
     assert not list(tmp_path.glob(".cli.*"))  # no temporary folders left behind
     with pytest.raises(OutputExistsError):
         generate_dataset("s4", out, videos=3)
+
+
+def test_a_short_training_run_on_synthetic_data_lowers_the_loss(
+    s4_root: Path, tmp_path: Path
+) -> None:
+    from avsegformer.engine.trainer import Trainer, TrainOptions
+    from avsegformer.zoo import get_config
+
+    # 3 clips, batch 1 (one labelled frame each), 15 steps on the same clips.
+    config = get_config("tiny_s4").with_overrides(
+        [
+            "img_size=64",
+            "batch_size=1",
+            "eval_batch_size=1",
+            "epochs=5",
+            "num_workers=0",
+            "lr=1e-3",
+        ]  # fmt: skip
+    )
+    options = TrainOptions(
+        s4_root, tmp_path, progress=False, log_every_steps=1, val_split="", save_every_steps=0
+    )
+    Trainer(config, options).fit()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(losses) == 15
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.8 * first, f"loss did not go down: {first:.4f} -> {last:.4f}"

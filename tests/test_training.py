@@ -206,6 +206,21 @@ def test_evaluation_is_batch_size_independent_and_writes_official_masks(
             assert set(np.unique(np.asarray(image)).tolist()) <= {0, 255}
 
 
+def test_test_command_uses_the_checkpoints_recorded_settings(s4_root: Path, tmp_path: Path) -> None:
+    # Trained at img_size=96 (not the registered default): tested at 96 without --set;
+    # an explicit override still wins.
+    config = _config("tiny_s4", "img_size=96")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_model(config), tmp_path / "w.safetensors", config=config)
+    base = ["test", "tiny_s4", "--checkpoint", str(checkpoint), "--data-root", str(s4_root),
+            "--no-progress", "--num-workers", "0"]  # fmt: skip
+    for extra, side in (([], 96), (["--set", "img_size=64"], 64)):
+        masks = tmp_path / f"m{side}"
+        assert cli([*base, "--save-masks", str(masks), *extra]) == 0
+        with Image.open(next(masks.rglob("*.png"))) as image:
+            assert image.size == (side, side)
+
+
 def test_avss_evaluation_writes_palette_masks(avss_root: Path, tmp_path: Path) -> None:
     config = _config("tiny_avss")
     torch.manual_seed(0)

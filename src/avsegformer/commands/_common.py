@@ -25,6 +25,31 @@ def resolve_config(spec: str, overrides: list[str] | None = None) -> Config:
     return config.with_overrides(overrides or [])
 
 
+def config_for_checkpoint(spec: str, overrides: list[str] | None, checkpoint: str) -> Config:
+    """The configuration to evaluate ``checkpoint`` with.
+
+    When the checkpoint records a configuration of the same name (files written by
+    ``avsegformer train`` / ``save_checkpoint``), that record wins over the registered
+    defaults, so a model trained with ``--set img_size=128`` is tested at 128; the
+    user's ``overrides`` apply on top. A record of another architecture is an error.
+    """
+    from ..checkpoint import read_checkpoint
+    from ..errors import CheckpointMismatchError
+
+    config = resolve_config(spec, overrides)
+    recorded = read_checkpoint(checkpoint).config
+    if recorded is None:
+        return config
+    if recorded.name == config.name:
+        return recorded.with_overrides(overrides or [])
+    if recorded.model != config.model:
+        raise CheckpointMismatchError(
+            f"{checkpoint} holds a {recorded.name!r} model, which is not the "
+            f"architecture of {config.name!r}; pass `{recorded.name}` as CONFIG"
+        )
+    return config
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",

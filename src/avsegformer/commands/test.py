@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._common import add_config_arguments, add_device_arguments, resolve_config
+from ._common import add_config_arguments, add_device_arguments, config_for_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint, read_checkpoint
+    from ..checkpoint import load_checkpoint
     from ..data import build_dataset
     from ..engine import dist
     from ..engine.evaluator import evaluate, write_result_json
-    from ..errors import CheckpointMismatchError
     from ..modeling.build import build_model
 
     info = dist.init_distributed()
     try:
-        config = resolve_config(args.config, args.overrides)
-        recorded = read_checkpoint(args.checkpoint).config
-        if recorded is not None and recorded.model != config.model:
-            raise CheckpointMismatchError(
-                f"{args.checkpoint} holds a {recorded.name!r} model, which is not the "
-                f"architecture of {config.name!r}; pass `{recorded.name}` as CONFIG"
-            )
+        config = config_for_checkpoint(args.config, args.overrides, args.checkpoint)
         model = build_model(config)
         report = load_checkpoint(model, args.checkpoint)
         logger.debug("%s", report)

@@ -447,8 +447,10 @@ class _BinaryMaskDataset(AVSBenchDataset):
         audio_source: AudioSource = "auto",
         audio_policy: ClipPolicy = "repeat_last",
         strict_masks: bool = False,
+        skip_unlabelled_frames: bool = False,
     ) -> None:
         super().__init__(root, split, img_size=img_size, audio_policy=audio_policy)
+        self.skip_unlabelled_frames = skip_unlabelled_frames
         if audio_source not in ("auto", "pkl", "wav"):
             raise DataError(f"audio_source must be auto, pkl or wav, got {audio_source!r}")
         self.audio_source = audio_source
@@ -490,7 +492,15 @@ class _BinaryMaskDataset(AVSBenchDataset):
     def __getitem__(self, index: int) -> AVSample:
         entry = self.entries[index]
         files = self.video_files(index)
-        frames = frames_to_tensor([load_frame(p, self.geometry) for p in files.frames])
+        if self.skip_unlabelled_frames:
+            # Training on labelled frames only (S4 train labels frame 1 of 5): the
+            # others are never seen, so do not decode them; zeros keep the shapes.
+            labelled = [t for t, flag in enumerate(files.gt_flags) if flag > 0]
+            first = frames_to_tensor([load_frame(files.frames[t], self.geometry) for t in labelled])
+            frames = first.new_zeros((len(files.frames), *first.shape[1:]))
+            frames[labelled] = first
+        else:
+            frames = frames_to_tensor([load_frame(p, self.geometry) for p in files.frames])
         height, width = frames.shape[-2:]
         masks = torch.zeros((files.num_frames, 1, height, width), dtype=torch.float32)
         for slot, path in files.masks.items():
@@ -543,7 +553,9 @@ class S4Dataset(_BinaryMaskDataset):
     Options: ``img_size`` (512 = AVSegFormer, default; 224 = native), ``audio_source``
     (``"auto"``/``"pkl"``/``"wav"``), ``audio_policy`` (for wav audio; default
     ``"repeat_last"`` = the pkl preprocessing), ``strict_masks`` (raise on masks that are
-    not pure black/white instead of decoding them like PIL's ``convert('1')``).
+    not pure black/white instead of decoding them like PIL's ``convert('1')``),
+    ``skip_unlabelled_frames`` (frames without a mask are left as zeros, not decoded:
+    for training on labelled frames only).
     The train split has only the first frame annotated: masks 2-5 are zero and
     ``gt_flags`` is ``[1, 0, 0, 0, 0]``.
     """

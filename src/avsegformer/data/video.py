@@ -1205,7 +1205,7 @@ class VideoWriter:
             self._discard()
             raise
         self._closed = True
-        logger.info("wrote %s (%d frames)", self.path, self._frames_written)
+        logger.debug("wrote %s (%d frames)", self.path, self._frames_written)
         return self.path
 
     def abort(self) -> None:

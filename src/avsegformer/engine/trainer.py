@@ -231,7 +231,14 @@ class Trainer:
         return self.model.backbone  # type: ignore[return-value]
 
     def _dataset(self, split: str) -> Dataset:
-        options = {"img_size": self.config.data.img_size, **self.options.dataset_options}
+        options: dict[str, Any] = {"img_size": self.config.data.img_size}
+        if (
+            split == "train"
+            and self.task != "avss"
+            and self.config.train.train_frames == "labelled"
+        ):
+            options["skip_unlabelled_frames"] = True  # dropped before the forward anyway
+        options.update(self.options.dataset_options)
         dataset = build_dataset(self.task, self.options.data_root, split, **options)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise DataError(f"the {split} split under {self.options.data_root} has no videos")
