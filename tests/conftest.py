@@ -1,8 +1,9 @@
 """Shared test fixtures.
 
-The parity fixtures live in ``../shared/`` next to the project root (override with the
+The parity fixtures live in ``../shared/`` next to the project root, or in
+``/work/shared`` for a checkout elsewhere on the development machine (override with the
 environment variable ``AVSEGFORMER_SHARED``). Tests that need them are skipped, with the
-reason, when that folder is absent.
+reason, when no such folder exists.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AVSEGFORMER_SHARED", ROOT.parent / "shared")).resolve()
+
+
+def _find_shared() -> Path:
+    if "AVSEGFORMER_SHARED" in os.environ:
+        return Path(os.environ["AVSEGFORMER_SHARED"]).resolve()
+    candidates = [ROOT.parent / "shared", Path("/work/shared")]
+    return next((c.resolve() for c in candidates if c.is_dir()), candidates[0].resolve())
+
+
+SHARED = _find_shared()
 REFERENCE = SHARED / "reference"
 
 
