@@ -8,6 +8,7 @@ global batch; evaluation writes the official mask files; bad inputs give clear e
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -204,6 +205,27 @@ def test_evaluation_is_batch_size_independent_and_writes_official_masks(
         with Image.open(folder / names[0]) as image:
             assert image.mode == "P" and image.size == (64, 64)
             assert set(np.unique(np.asarray(image)).tolist()) <= {0, 255}
+
+
+def test_evaluation_under_torchrun_equals_one_process(s4_root: Path, tmp_path: Path) -> None:
+    config = _config("tiny_s4")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_model(config), tmp_path / "w.safetensors", config=config)
+    common = ["test", "tiny_s4", "--checkpoint", str(checkpoint), "--data-root", str(s4_root),
+              "--set", *FAST, "--no-progress", "--num-workers", "0"]  # fmt: skip
+    assert cli([*common, "--json", str(tmp_path / "one.json")]) == 0
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        f"--master_port={_free_port()}", "-m", "avsegformer.cli",
+        *common, "--json", str(tmp_path / "two.json"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["num_videos"] == one["num_videos"] == 4 and two["num_frames"] == 20
+    assert math.isclose(two["miou"], one["miou"], rel_tol=1e-5)
+    assert math.isclose(two["fscore"], one["fscore"], rel_tol=1e-5)
 
 
 def test_test_command_uses_the_checkpoints_recorded_settings(s4_root: Path, tmp_path: Path) -> None:
