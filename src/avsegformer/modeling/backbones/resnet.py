@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..precision import float32_island
+
 
 def _conv_bn(
     in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
@@ -101,6 +103,8 @@ class ResNet(nn.Module):
         stage_names: attribute (state-dict) names of the four stages.
         spare_stages: names of extra, unused copies of stages 3 and 4 built from the
             stage-2 output (the authors' second branch); empty for none.
+        float32_stages: under autocast, run the stem and the first ``k`` stages in
+            float32 (see :mod:`..precision`); no effect outside autocast.
     """
 
     def __init__(
@@ -111,8 +115,10 @@ class ResNet(nn.Module):
         stem_width: int = 64,
         stage_names: Sequence[str] = ("layer1", "layer2", "layer3", "layer4"),
         spare_stages: Sequence[str] = (),
+        float32_stages: int = 0,
     ) -> None:
         super().__init__()
+        self.float32_stages = float32_stages
         if not (len(widths) == len(depths) == len(stage_names) == 4):
             raise ValueError(f"ResNet needs 4 stages, got widths={widths}, depths={depths}")
         self.conv1, self.bn1 = _conv_bn(3, stem_width, 7, 2)
@@ -142,15 +148,19 @@ class ResNet(nn.Module):
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``images`` float ``[B, 3, H, W]`` -> four levels ``[B, C_i, H/2^(i+2), W/2^(i+2)]``."""
         x = images.contiguous(memory_format=torch.channels_last)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         levels = []
-        for name in self.stage_names:
+        with float32_island(x, enabled=self.float32_stages > 0) as (x,):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            for name in self.stage_names[: self.float32_stages]:
+                x = getattr(self, name)(x)
+                levels.append(x)
+        for name in self.stage_names[self.float32_stages :]:
             x = getattr(self, name)(x)
             levels.append(x)
         return levels
 
 
-def resnet50_two_branch(keep_second_branch: bool = True) -> ResNet:
+def resnet50_two_branch(keep_second_branch: bool = True, float32_stages: int = 0) -> ResNet:
     """The authors' ResNet-50 (``backbone.layer3_1`` etc.); forward uses branch 1."""
     return ResNet(
         Bottleneck,
@@ -158,6 +168,7 @@ def resnet50_two_branch(keep_second_branch: bool = True) -> ResNet:
         depths=(3, 4, 6, 3),
         stage_names=("layer1", "layer2", "layer3_1", "layer4_1"),
         spare_stages=("layer3_2", "layer4_2") if keep_second_branch else (),
+        float32_stages=float32_stages,
     )
 
 
