@@ -238,7 +238,8 @@ def test_test_command_uses_the_checkpoints_recorded_settings(s4_root: Path, tmp_
             "--no-progress", "--num-workers", "0"]  # fmt: skip
     for extra, side in (([], 96), (["--set", "img_size=64"], 64)):
         masks = tmp_path / f"m{side}"
-        assert cli([*base, "--save-masks", str(masks), *extra]) == 0
+        json_path = tmp_path / f"r{side}.json"  # not the default, in the working directory
+        assert cli([*base, "--save-masks", str(masks), "--json", str(json_path), *extra]) == 0
         with Image.open(next(masks.rglob("*.png"))) as image:
             assert image.size == (side, side)
 
