@@ -260,7 +260,7 @@ def test_each_bad_input_fails_alone_on_one_line(
         "text": "not a video",
         "empty": "zero-length",
         "missing": "no such file",
-        "unreadable": "Decoder not found",
+        "unreadable": "codec cannot be decoded",
     }
     for name in bad:
         (line,) = [e for e in errors if media[name].name in e]

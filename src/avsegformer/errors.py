@@ -91,6 +91,10 @@ class CorruptVideoError(VideoError):
     """A video file that is truncated or damaged; the message carries FFmpeg's reason."""
 
 
+class UnsupportedCodecError(VideoError):
+    """A video whose video or audio codec this FFmpeg build cannot decode."""
+
+
 class EmptyVideoError(VideoError):
     """A zero-length video: an empty file, or a container without a single video frame."""
 

@@ -72,6 +72,7 @@ from avsegformer.errors import (
     NoAudioStreamError,
     NotAVideoError,
     OutputExistsError,
+    UnsupportedCodecError,
     VideoError,
 )
 
@@ -356,12 +357,14 @@ def probe_video(path: PathLike, *, scan: bool | None = None) -> VideoInfo:
         NotAVideoError: not a video (directory, text, image, audio only, unreadable).
         EmptyVideoError: an empty file or a video stream without frames.
         CorruptVideoError: truncated or damaged (FFmpeg's reason in the message).
+        UnsupportedCodecError: a video or audio codec this FFmpeg build cannot decode.
     """
     p = Path(path)
     with _open_input(path) as container:
         stream = _require_video_stream(container, path)
         for checked in (stream, _audio_stream(container)):
             if checked is not None:
+                _require_decoder(path, checked)
                 _raise_if_truncated(path, checked)
         origin = _time_origin(container)
         time_base = stream.time_base or Fraction(1, av.time_base)
@@ -402,6 +405,16 @@ def _variable_rate_from_rates(stream: av.VideoStream) -> bool | None:
     if not nominal or not average:
         return None
     return abs(float(nominal) / float(average) - 1) > 0.01
+
+
+def _require_decoder(path: PathLike, stream: av.stream.Stream) -> None:
+    """FFmpeg opens streams of codecs it cannot decode without a codec context."""
+    if stream.codec_context is None:
+        raise UnsupportedCodecError(
+            f"{path}: its {stream.type} codec cannot be decoded by this FFmpeg build "
+            f"(PyAV {av.__version__}); convert the file, e.g. "
+            f"`ffmpeg -i {Path(path).name} -c:v libx264 -c:a aac converted.mp4`"
+        )
 
 
 def _audio_info(container: av.container.InputContainer, origin: Fraction) -> AudioInfo | None:
