@@ -225,6 +225,14 @@ def test_vggish_file_goes_into_the_audio_encoder(tmp_path: Path, res50) -> None:
         load_checkpoint(tiny(), path)
     with pytest.raises(CheckpointMismatchError, match="not a backbone weight file"):
         build_model("res50_s4", pretrained_backbone=path, device=None)
+    # The expected part is checked before anything is copied.
+    before = res50.vggish.embeddings[4].weight.clone()
+    res50.vggish.embeddings[4].weight.data.add_(1.0)
+    changed = res50.vggish.embeddings[4].weight.clone()
+    with pytest.raises(CheckpointMismatchError, match="not a backbone weight file"):
+        load_checkpoint(res50, path, expect_target="backbone")
+    assert torch.equal(res50.vggish.embeddings[4].weight, changed)
+    assert not torch.equal(changed, before)
 
 
 def test_pvt_file_goes_into_the_backbone(tmp_path: Path) -> None:

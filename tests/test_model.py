@@ -67,6 +67,11 @@ def test_registry_has_official_and_tiny_models() -> None:
         assert cfg.data.img_size % 32 == 0
 
 
+def test_frame_size_must_fit_the_backbone_stride() -> None:
+    with pytest.raises(ConfigError, match="multiple of 32, got 112"):
+        get_config("tiny_s4").with_overrides(["img_size=112"])
+
+
 def test_unknown_model_and_bad_configs_raise() -> None:
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("res51_s4")

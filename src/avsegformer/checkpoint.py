@@ -305,6 +305,7 @@ def _apply(
     contents: CheckpointContents,
     path: Path,
     strict: bool,
+    expect_target: str | None = None,
 ) -> LoadReport:
     state = contents.state_dict
     layout = detect_layout(state)
@@ -321,6 +322,14 @@ def _apply(
         module = model
     else:
         target, state, ignored, unused = _map_part(layout, state, model)
+    if expect_target is not None and target != expect_target:
+        hint = (
+            "it is a whole-model checkpoint: use avsegformer.load_checkpoint(model, path)"
+            if layout == "model"
+            else f"it holds {layout} weights for the model's {target!r}"
+        )
+        raise CheckpointMismatchError(f"{path} is not a {expect_target} weight file: {hint}")
+    if layout != "model":
         module = getattr(model, target, None)
         if module is None:
             raise CheckpointMismatchError(f"{path}: the model has no {target!r} to load into")
@@ -378,7 +387,11 @@ def _apply(
 
 
 def load_checkpoint(
-    model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    expect_target: str | None = None,
 ) -> LoadReport:
     """Load weights from ``path`` into ``model`` (in place), detecting the format.
 
@@ -389,13 +402,15 @@ def load_checkpoint(
         strict: require the file to provide exactly the target's entries. With
             ``False`` missing and unexpected entries are reported instead; shape
             mismatches always raise.
+        expect_target: the sub-module the file must be for (``"backbone"``,
+            ``"vggish"``); another kind of file raises before anything is loaded.
 
     Raises:
         CheckpointError: unreadable, corrupt or not a checkpoint.
         CheckpointMismatchError: keys or shapes do not fit (nothing is loaded).
     """
     path = Path(path)
-    report = _apply(model, read_checkpoint(path), path, strict)
+    report = _apply(model, read_checkpoint(path), path, strict, expect_target)
     logger.debug("%s", report)
     return report
 

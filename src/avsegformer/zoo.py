@@ -88,6 +88,11 @@ class DataConfig:
     frames_per_clip: int = 5
     num_classes: int = 1
 
+    def __post_init__(self) -> None:
+        # The backbone's total stride: caught here, before any data is read.
+        if self.img_size <= 0 or self.img_size % 32:
+            raise ConfigError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

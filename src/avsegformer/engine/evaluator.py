@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..audio import SAMPLE_RATE, SILENCE_LOG_MEL, waveform_to_examples
 from ..data.avsbench import AVBatch, AVSample, collate
 from ..data.classes import AVSS_CLASSES
 from ..errors import ConfigError
@@ -42,9 +43,6 @@ logger = logging.getLogger(__name__)
 AudioMode = Literal["matched", "zero", "noise", "shuffled"]
 AUDIO_MODES: tuple[str, ...] = ("matched", "zero", "noise", "shuffled")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-# log(0 + 0.01): the VGGish log-mel of digital silence.
-SILENCE_LOG_MEL = math.log(0.01)
 
 
 @dataclass
@@ -157,8 +155,6 @@ def load_clip_audio(dataset: Dataset, index: int) -> torch.Tensor:
 
 def noise_log_mel(num_examples: int, seed: int, rms: float = 0.05) -> torch.Tensor:
     """Log-mel examples ``[num_examples, 1, 96, 64]`` of seeded white noise at ``rms``."""
-    from ..audio import SAMPLE_RATE, waveform_to_examples
-
     samples = int(round((0.96 * num_examples + 0.015) * SAMPLE_RATE)) + 1
     rng = np.random.default_rng(seed)
     waveform = (rms * rng.standard_normal(samples)).astype(np.float32)

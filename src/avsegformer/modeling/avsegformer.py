@@ -53,9 +53,10 @@ class AVSegFormer(nn.Module):
         embed_dim: model width (``audio_proj`` output).
         freeze_audio: keep the audio encoder fixed: no gradients, run under
             ``torch.no_grad()``, and kept in eval mode by :meth:`train`.
-        float32_backbone: under autocast, keep the visual backbone in float32
-            (attribute of the same name). ``build_model`` enables it for the ResNet-50
-            configurations, whose bfloat16 masks otherwise drift (see :mod:`.precision`).
+        float32_backbone: under autocast, keep the whole visual backbone in float32
+            (attribute of the same name; off by default). ``build_model`` keeps only
+            ResNet-50's stem and first stage in float32 instead, which is enough for
+            the masks (see :mod:`.precision`); set this for the stricter option.
     """
 
     def __init__(

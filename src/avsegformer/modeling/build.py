@@ -189,16 +189,8 @@ def build_model(
     model.config = config
     for path, target in ((pretrained_backbone, "backbone"), (pretrained_audio, "vggish")):
         if path is not None:
-            from ..checkpoint import load_checkpoint  # file I/O stays out of modeling
-            from ..errors import CheckpointMismatchError
+            # Lazy: the file formats live in avsegformer.checkpoint, which imports this module.
+            from ..checkpoint import load_checkpoint
 
-            report = load_checkpoint(model, path)
-            if report.target != target:
-                hint = (
-                    "it is a whole-model checkpoint: use avsegformer.load_checkpoint(model, path)"
-                    if report.layout == "model"
-                    else f"it holds {report.layout} weights for the model's {report.target!r}"
-                )
-                raise CheckpointMismatchError(f"{path} is not a {target} weight file: {hint}")
-            logger.info("%s", report)
+            logger.info("%s", load_checkpoint(model, path, expect_target=target))
     return model

@@ -85,7 +85,7 @@ class AudioCNN(nn.Module):
     projection to ``out_dim``, so the embedding knows *where* in the spectrum the
     energy sits (pitch), not only what it looks like. Averaging over frequency too
     made the synthetic classes that differ mainly in pitch indistinguishable (tiny_s4
-    validation mIoU 0.59 against 0.77 with this layout, same 2000 steps).
+    validation mIoU 0.59 against 0.77 with this layout, same 2000 steps at lr 1e-3).
     """
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), out_dim: int = 128) -> None:
