@@ -12,7 +12,10 @@ from avsegformer.modeling.deform_attn import (
     MultiScaleDeformableAttention,
     encoder_reference_points,
     multi_scale_deformable_attention,
+    resolve_method,
 )
+
+METHODS = ["gather", "grid_sample"]
 
 
 def naive_deformable_attention(value, shapes, locations, weights):
@@ -63,29 +66,27 @@ def modules_fixture(reference_dir):
     return load_fixture(reference_dir / "modules.npz")
 
 
-def test_core_matches_reference_fixture(modules_fixture):
+@pytest.mark.parametrize("method", METHODS)
+def test_core_matches_reference_fixture(modules_fixture, method):
     z = modules_fixture
     shapes = [tuple(s) for s in z["msda_core_spatial_shapes"].tolist()]
-    args = [torch.from_numpy(z[k]) for k in ("msda_core_value",)]
-    out = multi_scale_deformable_attention(
-        args[0],
-        shapes,
-        torch.from_numpy(z["msda_core_sampling_locations"]),
-        torch.from_numpy(z["msda_core_attention_weights"]),
-    )
+    value = torch.from_numpy(z["msda_core_value"])
+    locations = torch.from_numpy(z["msda_core_sampling_locations"])
+    weights = torch.from_numpy(z["msda_core_attention_weights"])
+    out = multi_scale_deformable_attention(value, shapes, locations, weights, method)
     assert_close("msda core f32", out, z["msda_core_out_f32"])
     out64 = multi_scale_deformable_attention(
-        args[0].double(),
-        shapes,
-        torch.from_numpy(z["msda_core_sampling_locations"]).double(),
-        torch.from_numpy(z["msda_core_attention_weights"]).double(),
+        value.double(), shapes, locations.double(), weights.double(), method
     )
     np.testing.assert_allclose(out64.numpy(), z["msda_core_out_f64"], rtol=1e-12, atol=1e-12)
 
 
-def test_module_matches_reference_fixture(modules_fixture):
+@pytest.mark.parametrize("method", METHODS)
+def test_module_matches_reference_fixture(modules_fixture, method):
     z = modules_fixture
-    module = MultiScaleDeformableAttention(256, num_levels=3, num_heads=8, num_points=4)
+    module = MultiScaleDeformableAttention(
+        256, num_levels=3, num_heads=8, num_points=4, method=method
+    )
     apply_weight_rule(module, prefix="head.transformer.encoder.layers.0.self_attn.")
     shapes = [tuple(s) for s in z["msda_core_spatial_shapes"].tolist()]
     with torch.no_grad():
@@ -107,15 +108,29 @@ def test_reference_points_match_fixture(modules_fixture):
     np.testing.assert_array_equal(points[0].numpy(), expected[0])
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("shapes", [[(3, 5)], [(4, 6), (2, 3), (1, 2)], [(5, 1), (2, 7)]])
-def test_core_matches_naive_loops(shapes):
+def test_core_matches_naive_loops(shapes, method):
     value, locations, weights = random_case(shapes)
-    ours = multi_scale_deformable_attention(value, shapes, locations, weights)
+    ours = multi_scale_deformable_attention(value, shapes, locations, weights, method)
     naive = naive_deformable_attention(value, shapes, locations, weights)
     torch.testing.assert_close(ours, naive, rtol=1e-12, atol=1e-12)
 
 
-def test_core_gradcheck_float64():
+def test_gather_chunks_frames_like_one_pass(monkeypatch):
+    """Frames sampled in several chunks give what one chunk gives."""
+    from avsegformer.modeling import deform_attn
+
+    shapes = [(4, 6), (2, 3)]
+    value, locations, weights = random_case(shapes, batch=5)
+    whole = multi_scale_deformable_attention(value, shapes, locations, weights, "gather")
+    monkeypatch.setattr(deform_attn, "_TAP_CHUNK_BYTES", 1)  # one frame per chunk
+    chunked = multi_scale_deformable_attention(value, shapes, locations, weights, "gather")
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_core_gradcheck_float64(method):
     shapes = [(3, 4), (2, 2)]
     value, locations, weights = random_case(shapes, batch=1, queries=3, heads=2, head_dim=2)
     # Keep points away from pixel-centre lines, where bilinear weights have kinks.
@@ -123,9 +138,55 @@ def test_core_gradcheck_float64():
     inputs = tuple(t.clone().requires_grad_(True) for t in (value, locations, weights))
 
     def fn(v, loc, w):
-        return multi_scale_deformable_attention(v, shapes, loc, w)
+        return multi_scale_deformable_attention(v, shapes, loc, w, method)
 
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_auto_method_is_gather_for_inference_and_grid_sample_for_training():
+    frozen = torch.zeros(2)
+    trainable = torch.zeros(2, requires_grad=True)
+    assert resolve_method("auto", frozen, trainable) == "grid_sample"
+    with torch.no_grad():
+        assert resolve_method("auto", frozen, trainable) == "gather"
+    assert resolve_method("auto", frozen) == "gather"
+    assert resolve_method("grid_sample", frozen) == "grid_sample"
+    with pytest.raises(ValueError, match="unknown sampling method 'bilinear'"):
+        resolve_method("bilinear", frozen)  # type: ignore[arg-type]
+
+
+def test_gather_far_and_nan_locations():
+    """Far-away points read zeros; NaN or infinite locations give NaN, not an index error."""
+    shapes = [(4, 6), (2, 3)]
+    value, locations, weights = random_case(shapes, dtype=torch.float32)
+    locations[0, 0, 0, 0, 0] = torch.tensor([1e9, -1e9])
+    locations[0, 1, 0, 1, 1] = torch.tensor([3.0, 0.5])
+    naive = naive_deformable_attention(value, shapes, locations, weights)
+    ours = multi_scale_deformable_attention(value, shapes, locations, weights, "gather")
+    torch.testing.assert_close(ours, naive, rtol=1e-5, atol=1e-5)
+    locations[1, 2, 1, 0, 0, 0] = float("nan")
+    locations[1, 3, 2, 1, 1, 1] = float("inf")
+    ours = multi_scale_deformable_attention(value, shapes, locations, weights, "gather")
+    reference = multi_scale_deformable_attention(value, shapes, locations, weights, "grid_sample")
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5, equal_nan=True)
+    head_dim = value.shape[-1]
+    assert ours[1, 2, head_dim : 2 * head_dim].isnan().all()
+    assert ours[1, 3, 2 * head_dim : 3 * head_dim].isnan().all()
+    assert torch.isfinite(ours).sum() == ours.numel() - 2 * head_dim
+
+
+def test_gather_rows_beyond_float32_integers():
+    """Tables of 2**24 or more rows switch the row arithmetic to float64."""
+    height, width = 4100, 4100  # (H + 2) * (W + 2) > 2**24 rows for one head
+    g = torch.Generator().manual_seed(0)
+    value = torch.randn(1, height * width, 1, 1, generator=g)
+    # Points near the far corner, where float32 cannot hold odd row numbers.
+    pixels = torch.tensor([[4098.25, 4098.5], [4097.0, 4099.0], [4099.0, 4097.75]])
+    locations = ((pixels + 0.5) / torch.tensor([width, height]))[None, :, None, None, None]
+    weights = torch.ones(1, 3, 1, 1, 1)
+    ours = multi_scale_deformable_attention(value, [(height, width)], locations, weights, "gather")
+    naive = naive_deformable_attention(value, [(height, width)], locations, weights)
+    torch.testing.assert_close(ours, naive, rtol=1e-5, atol=1e-5)
 
 
 def test_core_rejects_inconsistent_shapes():
@@ -146,3 +207,21 @@ def test_module_runs_in_bfloat16_autocast():
             low = module(value, refs, value, shapes)
     assert torch.isfinite(low).all()
     assert F.cosine_similarity(full.flatten(), low.float().flatten(), dim=0) > 0.999
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_module_output_of_a_frame_does_not_depend_on_its_batch(method):
+    """Bit-identical per frame whatever the batch (two processes must match one)."""
+    torch.manual_seed(0)
+    shapes = [(8, 8), (4, 4), (2, 2)]
+    module = MultiScaleDeformableAttention(64, num_levels=3, num_heads=8, method=method)
+    with torch.no_grad():
+        module.sampling_offsets.weight.normal_(0, 0.05)
+        module.attention_weights.weight.normal_(0, 0.1)
+    tokens = sum(h * w for h, w in shapes)
+    query, value = torch.randn(4, tokens, 64), torch.randn(4, tokens, 64)
+    refs = encoder_reference_points(shapes)
+    with torch.no_grad():
+        whole = module(query, refs, value, shapes)
+        halves = [module(query[i : i + 2], refs, value[i : i + 2], shapes) for i in (0, 2)]
+    assert torch.equal(whole, torch.cat(halves))

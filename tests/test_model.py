@@ -272,3 +272,26 @@ def test_flop_count_of_a_res50_clip() -> None:
     assert 3.9e11 < flops["reference"] < 4.3e11
     # The folded mask MLP and the exact attention shortcuts only remove work.
     assert 0.95 * flops["reference"] < flops["executed"] < flops["reference"]
+
+
+def test_bench_worker_caps_the_instruction_set() -> None:
+    """``--cpu-isa avx2`` reaches the worker process (ATen reports AVX2 kernels)."""
+    from avsegformer.commands.bench import _in_subprocess
+
+    case = _in_subprocess(
+        {
+            "kind": "forward",
+            "model": "tiny_s4",
+            "size": 64,
+            "frames": 1,
+            "dtype": "float32",
+            "device": "cpu",
+            "repeats": 1,
+            "warmup": 0,
+            "threads": 1,
+            "allocator": "default",
+            "cpu_isa": "avx2",
+        }  # fmt: skip
+    )
+    assert case["aten_cpu_capability"] == "AVX2"
+    assert case["latency_s"] > 0

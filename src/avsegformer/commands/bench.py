@@ -16,6 +16,11 @@ zero-filled pages for the next one. The model keeps its large temporaries below 
 size (chunked feed-forward and mask head), so the untouched allocator (default) costs
 little; ``--allocator tuned`` makes each worker raise glibc's mmap and trim thresholds
 (``mallopt``) first, as LD_PRELOADed jemalloc/tcmalloc would, for comparison.
+
+Instruction set: ``--cpu-isa avx2`` caps MKL, oneDNN and ATen's kernels at AVX2 in the
+workers (matmul peak and forwards alike), which turns a recent AVX-512 CPU into a
+stand-in for the common AVX2 machine; efficiency depends on that balance between
+matrix-multiply speed and memory-bound work, so both are worth a look.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import ctypes
 import json
 import logging
+import os
 import platform
 import resource
 import statistics
@@ -35,6 +41,14 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16")
+# Environment that caps each library's kernels at one instruction set (read at start-up).
+_ISA_ENVIRONMENT = {
+    "native": {},
+    "avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512": {"MKL_ENABLE_INSTRUCTIONS": "AVX512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+               "ATEN_CPU_CAPABILITY": "avx512"},
+}  # fmt: skip
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
@@ -56,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="'tuned': raise glibc's mmap/trim thresholds in the workers (see module doc)",
     )
+    parser.add_argument(
+        "--cpu-isa",
+        choices=sorted(_ISA_ENVIRONMENT),
+        default="native",
+        help="cap the CPU kernels at this instruction set in the workers (see module doc)",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--output", help="also write the JSON to this file")
 
@@ -64,13 +84,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    common = {"threads": args.threads, "allocator": args.allocator}
+    common = {"threads": args.threads, "allocator": args.allocator, "cpu_isa": args.cpu_isa}
     report: dict[str, Any] = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": _cpu_name(),
         "threads": args.threads or torch.get_num_threads(),
         "allocator": args.allocator,
+        "cpu_isa": args.cpu_isa,
         "frames_per_clip": args.frames,
         "matmul_flops_per_s": {},
         "model_flops": {},
@@ -156,7 +177,8 @@ def _cpu_name() -> str:
 def _in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter (clean peak-RSS and allocator state)."""
     cmd = [sys.executable, "-m", "avsegformer.commands.bench", "--worker", json.dumps(spec)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **_ISA_ENVIRONMENT[spec.get("cpu_isa", "native")]}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {spec}:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -183,6 +205,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     result = _matmul(spec) if spec["kind"] == "matmul" else _forward(spec)
     if spec["kind"] == "forward":
         result["allocator_tuned"] = tuned
+        result["aten_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return result
 
 

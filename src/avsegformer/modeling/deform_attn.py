@@ -2,9 +2,26 @@
 
 Each query attends to ``num_points`` locations per head and per feature level, placed
 around a reference point by learned offsets, and mixes the bilinearly sampled values
-with softmax weights. The sampling runs one ``grid_sample`` per level over all heads
-and images at once, so it works unchanged on CPU and CUDA, in any float dtype, and is
-differentiable with respect to values, locations and weights.
+with softmax weights. Two algorithms compute this same function (they differ only by
+float rounding); both run on CPU and CUDA, in any float dtype, and are differentiable
+with respect to values, locations and weights:
+
+* ``"gather"``: each bilinear tap is one weighted row lookup in a table of per-head
+  values, and ``F.embedding_bag`` sums the ``4 * L * P`` taps of every (query, head)
+  pair in a single pass, with weight = bilinear weight x attention weight. Every level
+  gets a one-pixel border of zeros, so a tap outside the image reads a zero row instead
+  of needing a mask. The tap coordinates are computed with heads, levels and points as
+  outer axes and the queries as the inner, contiguous axis, so each elementwise step
+  runs over long rows, and the module produces its offsets and weights in that layout
+  directly (no permuted copies).
+* ``"grid_sample"``: one ``F.grid_sample`` per level over all heads and images, then a
+  weighted sum over points, as the pure-PyTorch fallback of Deformable DETR does.
+* ``"auto"`` (default): ``"gather"`` when autograd is not recording, else
+  ``"grid_sample"``, whose backward is about twice as fast.
+
+One encoder layer's attention of res50_s4 (5 frames at 224 px, 1029 tokens each,
+projections included) takes about 18 ms with ``"gather"`` against 24 ms with
+``"grid_sample"`` for inference on a 2-core CPU.
 
 # References: Deformable DETR (Zhu et al., arXiv 2010.04159), section 4.1.
 """
@@ -13,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +39,10 @@ from torch import nn
 from .precision import float32_island
 
 SpatialShapes = Sequence[tuple[int, int]]
+SamplingMethod = Literal["auto", "gather", "grid_sample"]
+
+# Frames are sampled in chunks whose tap tables stay below this many bytes.
+_TAP_CHUNK_BYTES = 16 * 2**20
 
 
 def multi_scale_deformable_attention(
@@ -28,6 +50,7 @@ def multi_scale_deformable_attention(
     spatial_shapes: SpatialShapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    method: SamplingMethod = "auto",
 ) -> torch.Tensor:
     """Sample multi-level values at fractional locations and mix them per head.
 
@@ -39,17 +62,167 @@ def multi_scale_deformable_attention(
             coordinates: 0 and 1 are the outer edges of the first and last pixel
             (``align_corners=False``); points outside read zeros.
         attention_weights: ``[B, Q, M, L, P]``, usually summing to 1 over ``(L, P)``.
+        method: ``"gather"``, ``"grid_sample"`` or ``"auto"`` (see the module docstring).
 
     Returns:
         ``[B, Q, M * D]``, dtype of ``value`` (head-major channel order).
     """
-    batch, num_tokens, heads, head_dim = value.shape
-    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    levels = sampling_locations.shape[3]
+    _check_shapes(value.shape[1], spatial_shapes, levels)
+    method = resolve_method(method, value, sampling_locations, attention_weights)
+    if method == "grid_sample":
+        return _grid_sample_mix(value, spatial_shapes, sampling_locations, attention_weights)
+    size = _level_sizes(spatial_shapes, sampling_locations)  # [L, 2] (W, H)
+    pixels = (sampling_locations * size[:, None, :] - 0.5).permute(2, 3, 4, 5, 0, 1)
+    return gather_mix(value, spatial_shapes, pixels, attention_weights.permute(2, 3, 4, 0, 1))
+
+
+def resolve_method(method: SamplingMethod, *inputs: torch.Tensor) -> SamplingMethod:
+    """``"auto"``: ``"gather"`` unless autograd records (then ``"grid_sample"``).
+
+    ``embedding_bag``'s backward sorts the indices and accumulates on one thread, about
+    twice as slow as ``grid_sample``'s, so training keeps ``grid_sample``.
+    """
+    if method not in ("auto", "gather", "grid_sample"):
+        raise ValueError(
+            f"unknown sampling method {method!r}; use 'auto', 'gather' or 'grid_sample'"
+        )
+    if method != "auto":
+        return method
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    return "grid_sample" if recording else "gather"
+
+
+def gather_mix(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    pixels: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """The ``"gather"`` algorithm, on inputs laid out with the queries innermost.
+
+    Args:
+        value: ``[B, S, M, D]`` as in :func:`multi_scale_deformable_attention`.
+        spatial_shapes: ``L`` pairs ``(H_l, W_l)``.
+        pixels: ``[M, L, P, 2, B, Q]`` ``(x, y)`` in pixels of each level, pixel
+            centres at integers (normalised ``u`` is ``u * size - 0.5``); any strides.
+        weights: ``[M, L, P, B, Q]`` attention weights; any strides.
+
+    Returns:
+        ``[B, Q, M * D]``, dtype of ``value``.
+    """
+    batch, tokens, heads, head_dim = value.shape
+    _check_shapes(tokens, spatial_shapes, pixels.shape[1])
+    levels, points, queries = pixels.shape[1], pixels.shape[2], pixels.shape[-1]
+    taps = 4 * levels * points
+    # Two float tensors and one index tensor of taps per (frame, query, head).
+    chunk = max(1, _TAP_CHUNK_BYTES // (3 * 4 * taps * heads * queries))
+    parts = []
+    for start in range(0, batch, chunk):
+        frames = slice(start, start + chunk)
+        table = _padded_table(value[frames], spatial_shapes)  # [b, S_pad, M, D]
+        rows, tap_weights = _taps(pixels[..., frames, :], weights[..., frames, :], spatial_shapes)
+        mixed = F.embedding_bag(
+            rows.flatten(0, 2),
+            table.view(-1, head_dim),
+            mode="sum",
+            per_sample_weights=tap_weights.flatten(0, 2).to(value.dtype),
+        )
+        parts.append(mixed.view(table.shape[0], queries, heads * head_dim))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _check_shapes(num_tokens: int, spatial_shapes: SpatialShapes, levels: int) -> None:
     if sum(h * w for h, w in spatial_shapes) != num_tokens or len(spatial_shapes) != levels:
         raise ValueError(
             f"spatial_shapes {list(spatial_shapes)} do not describe {num_tokens} tokens "
             f"in {levels} levels"
         )
+
+
+def _level_sizes(spatial_shapes: SpatialShapes, like: torch.Tensor) -> torch.Tensor:
+    """``[L, 2]`` ``(W_l, H_l)`` in the dtype and on the device of ``like``."""
+    sizes = [[w, h] for h, w in spatial_shapes]
+    return torch.tensor(sizes, dtype=like.dtype, device=like.device)
+
+
+def _padded_table(value: torch.Tensor, spatial_shapes: SpatialShapes) -> torch.Tensor:
+    """``[b, S, M, D]`` -> ``[b, S_pad, M, D]``: each level inside a one-pixel zero border."""
+    batch, _, heads, head_dim = value.shape
+    padded = sum((h + 2) * (w + 2) for h, w in spatial_shapes)
+    table = value.new_zeros(batch, padded, heads, head_dim)
+    start = padded_start = 0
+    for height, width in spatial_shapes:
+        level = value[:, start : start + height * width].unflatten(1, (height, width))
+        window = table[:, padded_start : padded_start + (height + 2) * (width + 2)]
+        window.unflatten(1, (height + 2, width + 2))[:, 1:-1, 1:-1] = level
+        start += height * width
+        padded_start += (height + 2) * (width + 2)
+    return table
+
+
+def _taps(
+    pixels: torch.Tensor, weights: torch.Tensor, spatial_shapes: SpatialShapes
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows and weights of the bilinear taps, ``[b, Q, M, 4*L*P]`` each.
+
+    ``pixels`` ``[M, L, P, 2, b, Q]``, ``weights`` ``[M, L, P, b, Q]``. Row of the tap
+    at padded pixel ``(y, x)`` of level ``l``, head ``m``, frame ``f``:
+    ``((f * S_pad + start_l + (y + 1) * (W_l + 2) + x + 1) * M + m``.
+    """
+    heads, levels, points, _, batch, queries = pixels.shape
+    device = pixels.device
+    # Sub-pixel arithmetic needs more than bfloat16's 8 bits.
+    coords = pixels if pixels.dtype in (torch.float32, torch.float64) else pixels.float()
+    padded = sum((h + 2) * (w + 2) for h, w in spatial_shapes)
+    num_rows = batch * padded * heads
+    # Row numbers are computed in floating point, exact below 2**24 in float32.
+    index_dtype = coords.dtype if num_rows < 2**24 else torch.float64
+
+    lower = coords.floor()
+    fraction = coords - lower  # NaN for a NaN or infinite location: NaN output, as grid_sample
+    lower = lower.to(index_dtype).nan_to_num_(nan=-1.0)
+    # [M, L, P, corner, xy, b, Q]: corners clamped to the zero border [-1, size].
+    corners = torch.stack((lower, lower + 1), dim=3)
+    size = _level_sizes(spatial_shapes, corners)[:, None, None, :, None, None]
+    corners = torch.clamp(corners, min=corners.new_tensor(-1.0), max=size)
+    strides = [[heads, (w + 2) * heads] for _, w in spatial_shapes]
+    corners = corners * corners.new_tensor(strides)[:, None, None, :, None, None]
+    level_starts, offset = [], 0
+    for height, width in spatial_shapes:
+        level_starts.append((offset + width + 3) * heads)  # padded pixel (0, 0)
+        offset += (height + 2) * (width + 2)
+    base = (
+        corners.new_tensor(level_starts)[None, :]
+        + torch.arange(heads, device=device, dtype=index_dtype)[:, None]
+    )[:, :, None, None, None, None] + (
+        torch.arange(batch, device=device, dtype=index_dtype) * (padded * heads)
+    )[:, None]  # [M, L, 1, 1, b, 1]
+    row_y = corners[:, :, :, :, 1] + base  # [M, L, P, corner_y, b, Q]
+    rows_t = row_y[:, :, :, :, None] + corners[:, :, :, None, :, 0]  # [M, L, P, cy, cx, b, Q]
+
+    bilinear = torch.stack((1 - fraction, fraction), dim=3)  # [M, L, P, corner, xy, b, Q]
+    weight_y = bilinear[:, :, :, :, 1] * weights[:, :, :, None].to(bilinear.dtype)
+    weights_t = weight_y[:, :, :, :, None] * bilinear[:, :, :, None, :, 0]
+
+    # Bag-major layout for embedding_bag: [b, Q, M, taps].
+    taps = 4 * levels * points
+    row_dtype = torch.int32 if num_rows < 2**31 else torch.int64
+    rows = torch.empty(batch, queries, heads, taps, dtype=row_dtype, device=device)
+    rows.copy_(rows_t.reshape(heads, taps, batch, queries).permute(2, 3, 0, 1))
+    tap_weights = weights_t.reshape(heads, taps, batch, queries).permute(2, 3, 0, 1).contiguous()
+    return rows, tap_weights
+
+
+def _grid_sample_mix(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The ``"grid_sample"`` algorithm (arguments as :func:`multi_scale_deformable_attention`)."""
+    batch, num_tokens, heads, head_dim = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
     # Heads become part of the batch: [B*M, D, S].
     value = value.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, num_tokens)
     # grid_sample wants coordinates in [-1, 1]. Points go to the sampled "height" axis
@@ -106,11 +279,18 @@ class MultiScaleDeformableAttention(nn.Module):
     """Deformable attention of queries over a multi-level feature pyramid.
 
     State-dict entries: ``sampling_offsets``, ``attention_weights``, ``value_proj``,
-    ``output_proj`` (all ``nn.Linear``), as in Deformable DETR.
+    ``output_proj`` (all ``nn.Linear``), as in Deformable DETR. ``method`` picks the
+    sampling algorithm (see :func:`multi_scale_deformable_attention`); it can be changed
+    on a built module.
     """
 
     def __init__(
-        self, embed_dim: int = 256, num_levels: int = 4, num_heads: int = 8, num_points: int = 4
+        self,
+        embed_dim: int = 256,
+        num_levels: int = 4,
+        num_heads: int = 8,
+        num_points: int = 4,
+        method: SamplingMethod = "auto",
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
@@ -119,6 +299,7 @@ class MultiScaleDeformableAttention(nn.Module):
         self.num_levels = num_levels
         self.num_heads = num_heads
         self.num_points = num_points
+        self.method: SamplingMethod = method
         self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
@@ -161,28 +342,37 @@ class MultiScaleDeformableAttention(nn.Module):
         Returns:
             ``[B, Q, C]``.
         """
-        batch, num_queries, _ = query.shape
+        batch, num_queries, channels = query.shape
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
         # Sampling locations are sub-pixel quantities and the sampled values feed a
         # residual stream: under autocast the layer runs in float32 (2% of the FLOPs).
         with float32_island(query, reference_points, value) as (query, reference_points, value):
-            # Both tensors are laid out as the sampling loop reads them (heads, levels,
-            # points outside, queries inside) and handed over as permuted views; the
-            # small softmax and the broadcasts then run over contiguous rows.
-            offsets = self.sampling_offsets(query)  # [B, Q, M*L*P*2]
-            shape = (heads, levels, points, 2)
-            normaliser = torch.tensor(
-                [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=query.device
-            )[None, :, None, :].expand(shape)
-            anchors = reference_points.to(offsets.dtype)[:, :, None, :, None, :]
-            anchors = anchors.expand(-1, -1, *shape).flatten(2)  # [B or 1, Q, M*L*P*2]
-            locations = offsets / normaliser.flatten() + anchors
-            locations = locations.view(batch, num_queries, *shape).permute(0, 2, 3, 4, 1, 5)
-            locations = locations.contiguous().permute(0, 4, 1, 2, 3, 5)  # [B, Q, M, L, P, 2]
-            logits = self.attention_weights(query).view(batch, num_queries, heads, -1)
-            weights = logits.permute(0, 2, 3, 1).contiguous().softmax(2)  # [B, M, L*P, Q]
-            weights = weights.view(batch, heads, levels, points, num_queries)
-            weights = weights.permute(0, 4, 1, 2, 3)  # [B, Q, M, L, P]
+            # Offsets are produced transposed, queries innermost ([M*L*P*2, B*Q]), the
+            # layout the sampling wants; the product costs the same.
+            rows = query.reshape(-1, channels)
+            offsets = torch.addmm(
+                self.sampling_offsets.bias[:, None], self.sampling_offsets.weight, rows.t()
+            )
+            # The softmax runs over rows of L*P and is then transposed: a softmax across
+            # the B*Q axis would round a frame differently depending on the batch
+            # around it (vectorised exp with a scalar tail).
+            logits = self.attention_weights(rows).view(batch, num_queries, heads, -1)
+            weights = logits.softmax(-1).permute(2, 3, 0, 1).contiguous()
+            weights = weights.view(heads, levels, points, batch, num_queries)
+            # Location u = reference + offset / size samples pixel u * size - 0.5, i.e.
+            # the reference point in pixels plus the raw offset.
+            size = _level_sizes(spatial_shapes, offsets)  # [L, 2]
+            anchors = (reference_points.to(offsets.dtype) * size - 0.5).permute(2, 3, 0, 1)
+            pixels = offsets.view(heads, levels, points, 2, batch, num_queries) + anchors[:, None]
             values = self.value_proj(value).unflatten(-1, (heads, -1))
-            mixed = multi_scale_deformable_attention(values, spatial_shapes, locations, weights)
+            method = resolve_method(self.method, values, pixels, weights)
+            if method == "gather":
+                mixed = gather_mix(values, spatial_shapes, pixels, weights)
+            else:
+                locations = ((pixels + 0.5) / size[:, None, :, None, None]).permute(
+                    4, 5, 0, 1, 2, 3
+                )
+                mixed = multi_scale_deformable_attention(
+                    values, spatial_shapes, locations, weights.permute(3, 4, 0, 1, 2), method
+                )
             return self.output_proj(mixed)
