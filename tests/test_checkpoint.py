@@ -146,6 +146,30 @@ def test_authors_checkpoint_loads_into_lean_model_skipping_unused(tmp_path: Path
     assert all(torch.equal(v, state[k]) for k, v in lean.state_dict().items())
 
 
+def test_inference_build_of_an_authors_res50_file_drops_the_second_branch(
+    tmp_path: Path,
+) -> None:
+    """What Predictor.from_checkpoint does: same outputs, ~92 MB fewer weights held."""
+    from avsegformer import Predictor
+
+    torch.manual_seed(0)
+    full = build_model("res50_s4").eval()
+    path = tmp_path / "S4_res50.pth"
+    torch.save(OrderedDict((f"module.{k}", v) for k, v in full.state_dict().items()), path)
+    lean = build_model_from_checkpoint(path, "res50_s4", keep_unused_modules=False)
+    assert not hasattr(lean.backbone, "layer3_2") and not hasattr(lean.head, "fpn")
+
+    def megabytes(model: torch.nn.Module) -> float:
+        return sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+
+    assert 90 < megabytes(full) - megabytes(lean) < 95
+    frames, audio = torch.randn(2, 3, 64, 96), torch.randn(2, 1, 96, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(lean(frames, audio).logits, full(frames, audio).logits)
+    predictor = Predictor.from_checkpoint(path, name="res50_s4", device="cpu")
+    assert not hasattr(predictor.model.backbone, "layer3_2")
+
+
 def test_other_class_count_gives_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "avss.pth"
     torch.save(tiny("tiny_avss").state_dict(), path)

@@ -498,12 +498,16 @@ def build_model_from_checkpoint(
     *,
     strict: bool = True,
     device: torch.device | str | None = None,
+    keep_unused_modules: bool | None = None,
 ) -> nn.Module:
     """Build the model a checkpoint was saved from and load it (eval mode).
 
     The configuration comes from our file's metadata; for foreign files (the authors'
     ``.pth``) pass ``name`` (e.g. ``"res50_s4"``). An explicit ``name`` overrides the
-    recorded configuration.
+    recorded configuration. ``keep_unused_modules=False`` builds the model without the
+    modules the forward never runs (:data:`UNUSED_PREFIXES`; 95 MB of ResNet-50
+    weights) and skips their entries in the file: for inference. ``None`` keeps what
+    the configuration says.
 
     Raises:
         CheckpointError: unreadable file, or no configuration recorded and no ``name``.
@@ -528,6 +532,8 @@ def build_model_from_checkpoint(
             f"{path} does not record its configuration ({contents.format} file); "
             f"pass name=... ({hint})"
         )
+    if keep_unused_modules is not None:
+        config = config.with_overrides({"model.keep_unused_modules": keep_unused_modules})
     model = build_model(config, device=device)
     report = _apply(model, contents, path, strict)
     logger.info("%s", report)

@@ -603,7 +603,8 @@ class Predictor:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
             kwargs["device"] = device
-        model = build_model_from_checkpoint(path, name, device=device)
+        # Inference never runs the authors' unused modules: do not hold them in memory.
+        model = build_model_from_checkpoint(path, name, device=device, keep_unused_modules=False)
         return cls(model, **kwargs)
 
     @property

@@ -1,7 +1,8 @@
 """``avsegformer bench``: forward-pass benchmark of the model (prints JSON).
 
 For each (model, frame size, dtype, device) case a fresh Python process builds the
-model (random weights), runs warm-up and timed forwards of one clip, and reports its
+model (random weights; like ``Predictor.from_checkpoint``, without the modules the
+forward never runs), runs warm-up and timed forwards of one clip, and reports its
 latency, frames/s and peak resident memory (``ru_maxrss``). The same run measures the
 machine's sustained dense matrix-multiply throughput per dtype (median of 5 runs, best
 matrix size), and counts the model's FLOPs with
@@ -260,7 +261,9 @@ def _forward(spec: dict[str, Any]) -> dict[str, Any]:
 
     device, size, frames = spec["device"], spec["size"], spec["frames"]
     dtype = getattr(torch, spec["dtype"])
-    model = build_model(spec["model"]).eval().to(device)
+    # Built as Predictor.from_checkpoint builds it: without the never-run modules.
+    overrides = {"model.keep_unused_modules": False}
+    model = build_model(spec["model"], overrides=overrides).eval().to(device)
     rss_after_build = _rss_mb()
     g = torch.Generator().manual_seed(0)
     images = torch.randn(frames, 3, size, size, generator=g).to(device)
@@ -292,6 +295,8 @@ def _forward(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_utilisation": statistics.median(cpu_share),
         "rss_after_build_mb": rss_after_build,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "keep_unused_modules": model.config.model.keep_unused_modules,
+        "parameters_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
     }  # fmt: skip
     if device == "cuda":
         result["peak_cuda_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20

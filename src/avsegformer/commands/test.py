@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     info = dist.init_distributed()
     try:
         config = config_for_checkpoint(args.config, args.overrides, args.checkpoint)
-        model = build_model(config)
+        # Evaluation never runs the authors' unused modules: do not hold them in memory.
+        model = build_model(config.with_overrides({"model.keep_unused_modules": False}))
         report = load_checkpoint(model, args.checkpoint)
         logger.debug("%s", report)
         device = info.device if args.device is None else args.device
