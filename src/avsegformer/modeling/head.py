@@ -64,8 +64,9 @@ class QueryMaskMLP(nn.Module):
     ``mode="folded"`` (default) uses that the correlation and the first 1x1 conv are
     both linear: ``W0 (Q F) = (W0 Q) F``. It never forms the ``[Q, h, w]`` map and runs
     each layer as one matrix product over the flattened pixels of a chunk of frames
-    (output in channels-last layout). It differs from ``mode="reference"`` (the literal
-    einsum followed by convolutions) only by float rounding (~1e-6 relative).
+    (output in channels-last layout); for inference the biases move past the ReLUs
+    (see ``_folded``). It differs from ``mode="reference"`` (the literal einsum followed by
+    convolutions) only by float rounding (~1e-6 relative).
     """
 
     def __init__(
@@ -117,10 +118,25 @@ class QueryMaskMLP(nn.Module):
         batch, channels, height, width = feature.shape
         # Pixel rows [B, N, C]: a free view when the feature is channels-last.
         rows = feature.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        folded = torch.matmul(queries.transpose(1, 2), params[0].t())  # [B, C, hidden]
-        x = torch.baddbmm(params[1], rows, folded).flatten(0, 1)  # [B*N, hidden]
-        for i in range(1, len(self.layers)):
-            x = F.linear(x.relu_(), params[2 * i], params[2 * i + 1])
+        weights, biases = params[0::2], params[1::2]
+        folded = torch.matmul(queries.transpose(1, 2), weights[0].t())  # [B, C, hidden]
+        if torch.is_grad_enabled() and folded.requires_grad:
+            x = torch.baddbmm(biases[0], rows, folded).flatten(0, 1)  # [B*N, hidden]
+            for weight, bias in zip(weights[1:], biases[1:], strict=True):
+                x = F.linear(x.relu_(), weight, bias)
+            return x.view(batch, height, width, -1).permute(0, 3, 1, 2)
+        # Inference: each bias moves past its ReLU, relu(z + b) = max(z, -b) + b, and the
+        # "+ b" joins the next layer's bias, W (y + b) + c = W y + (W b + c), so no
+        # product starts by copying a bias into its [B*N, hidden] output. (Training
+        # keeps the plain form: there the bias gradients would become differences of
+        # large sums.)
+        x = torch.bmm(rows, folded).flatten(0, 1)  # [B*N, hidden], bias not added yet
+        shift = biases[0]
+        for index, (weight, bias) in enumerate(zip(weights[1:], biases[1:], strict=True)):
+            torch.maximum(x, -shift, out=x)
+            shift = torch.addmv(bias, weight, shift)
+            last = index == len(weights) - 2
+            x = torch.addmm(shift, x, weight.t()) if last else torch.mm(x, weight.t())
         return x.view(batch, height, width, -1).permute(0, 3, 1, 2)
 
 

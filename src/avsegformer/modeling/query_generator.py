@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .transformer import MultiheadAttention, feed_forward
+from .transformer import MultiheadAttention, residual_feed_forward
 
 
 class QueryGeneratorLayer(nn.Module):
@@ -34,7 +34,7 @@ class QueryGeneratorLayer(nn.Module):
         """``queries`` ``[B, Q, C]``, ``audio`` ``[B, A, C]`` -> ``[B, Q, C]``."""
         queries = self.norm1(queries + self.self_attn(queries))
         queries = self.norm2(queries + self.cross_attn(queries, audio))
-        return self.norm3(queries + feed_forward(queries, self.ffn[0], self.ffn[2]))
+        return self.norm3(residual_feed_forward(queries, self.ffn[0], self.ffn[2]))
 
 
 class AudioQueryGenerator(nn.Module):

@@ -103,23 +103,39 @@ class MultiheadAttention(nn.Module):
 _FFN_CHUNK_BYTES = 8 * 2**20
 
 
-def feed_forward(
+def residual_feed_forward(
     x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module | None = None
 ) -> torch.Tensor:
-    """``linear2(dropout(gelu(linear1(x))))``, computed over chunks of rows.
+    """``x + dropout(linear2(dropout(gelu(linear1(x)))))``, computed over chunks of rows.
 
     ``x`` ``[..., C]`` -> ``[..., C]``; each row is independent, so chunking changes
-    nothing but the size of the temporaries.
+    nothing but the size of the temporaries. Without active dropout the second product
+    accumulates straight into ``x + bias`` (no bias copy, no concatenation, no
+    separate residual pass).
     """
     rows = x.reshape(-1, x.shape[-1])
     hidden_bytes = linear1.out_features * max(rows.element_size(), 2)
     chunk = max(1, _FFN_CHUNK_BYTES // hidden_bytes)
     w1, b1, w2, b2 = autocast_dtype_cast(linear1.weight, linear1.bias, linear2.weight, linear2.bias)
-    parts = []
-    for part in rows.split(chunk):
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2))
+    dropping = dropout is not None and dropout.training and getattr(dropout, "p", 0.0) > 0
+    if recording or dropping:
+        parts = [
+            F.linear(_drop(_gelu(F.linear(p, w1, b1)), dropout), w2, b2) for p in rows.split(chunk)
+        ]
+        return x + _drop(torch.cat(parts).view_as(x), dropout)
+    out = rows + b2
+    for part, target in zip(rows.split(chunk), out.split(chunk), strict=True):
         hidden = _gelu(F.linear(part, w1, b1))
-        parts.append(F.linear(hidden if dropout is None else dropout(hidden), w2, b2))
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(*x.shape[:-1], -1)
+        if hidden.dtype == target.dtype:
+            torch.addmm(target, hidden, w2.t(), out=target)
+        else:  # autocast: a low-precision product added to the float32 stream
+            target.add_(torch.mm(hidden, w2.t()))
+    return out.view_as(x)
+
+
+def _drop(x: torch.Tensor, dropout: nn.Module | None) -> torch.Tensor:
+    return x if dropout is None else dropout(x)
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +178,7 @@ class DeformableEncoderLayer(nn.Module):
         """``tokens`` ``[B, S, C]``, ``pos`` ``[B or 1, S, C]`` -> ``[B, S, C]``."""
         attended = self.self_attn(tokens + pos, reference_points, tokens, spatial_shapes)
         tokens = self.norm1(tokens + self.dropout(attended))
-        update = feed_forward(tokens, self.linear1, self.linear2, self.dropout)
-        return self.norm2(tokens + self.dropout(update))
+        return self.norm2(residual_feed_forward(tokens, self.linear1, self.linear2, self.dropout))
 
 
 class DeformableEncoder(nn.Module):
@@ -221,8 +236,7 @@ class DecoderLayer(nn.Module):
         """``queries`` ``[B, Q, C]``, ``memory`` ``[B, S, C]`` -> ``[B, Q, C]``."""
         queries = self.norm1(queries + self.dropout(self.self_attn(queries)))
         queries = self.norm2(queries + self.dropout(self.cross_attn(queries, memory)))
-        update = feed_forward(queries, self.linear1, self.linear2, self.dropout)
-        return self.norm3(queries + self.dropout(update))
+        return self.norm3(residual_feed_forward(queries, self.linear1, self.linear2, self.dropout))
 
 
 class Decoder(nn.Module):
