@@ -233,6 +233,40 @@ def test_folded_mask_mlp_equals_reference_order() -> None:
         mlp(queries, feature)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("grad", [True, False])
+def test_folded_mask_mlp_inference_and_training_forms(num_layers: int, grad: bool) -> None:
+    """The inference form (biases moved past the ReLUs) and the training form agree."""
+    torch.manual_seed(0)
+    mlp = QueryMaskMLP(num_queries=30, hidden_dim=64, out_dim=16, num_layers=num_layers)
+    mlp = mlp.double()
+    with torch.no_grad():
+        for layer in mlp.layers:
+            layer.bias.normal_()  # large biases: many ReLUs switch on the bias alone
+    queries, feature = torch.randn(3, 30, 16).double(), torch.randn(3, 16, 5, 7).double()
+    with torch.set_grad_enabled(grad):
+        folded = mlp(queries, feature)
+    mlp.mode = "reference"
+    with torch.no_grad():
+        reference = mlp(queries, feature)
+    torch.testing.assert_close(folded, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_residual_feed_forward_fused_and_plain_forms_agree() -> None:
+    from avsegformer.modeling.transformer import residual_feed_forward
+
+    torch.manual_seed(0)
+    linear1, linear2 = torch.nn.Linear(16, 64).double(), torch.nn.Linear(64, 16).double()
+    x = torch.randn(3, 7, 16).double()
+    expected = x + linear2(torch.nn.functional.gelu(linear1(x)))
+    with torch.no_grad():  # fused: accumulates into x + bias
+        fused = residual_feed_forward(x, linear1, linear2, torch.nn.Dropout(0.5).eval())
+    plain = residual_feed_forward(x, linear1, linear2)  # autograd records: plain form
+    assert plain.requires_grad
+    torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(plain, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_reference_mlp_mode_builds_and_matches(tiny: AVSegFormer) -> None:
     torch.manual_seed(0)
     reference = build_model("tiny_s4", mlp_mode="reference").eval()

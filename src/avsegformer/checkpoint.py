@@ -505,7 +505,7 @@ def build_model_from_checkpoint(
     The configuration comes from our file's metadata; for foreign files (the authors'
     ``.pth``) pass ``name`` (e.g. ``"res50_s4"``). An explicit ``name`` overrides the
     recorded configuration. ``keep_unused_modules=False`` builds the model without the
-    modules the forward never runs (:data:`UNUSED_PREFIXES`; 95 MB of ResNet-50
+    modules the forward never runs (:data:`UNUSED_PREFIXES`; 92 MB of ResNet-50
     weights) and skips their entries in the file: for inference. ``None`` keeps what
     the configuration says.
 

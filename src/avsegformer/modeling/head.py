@@ -120,7 +120,8 @@ class QueryMaskMLP(nn.Module):
         rows = feature.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
         weights, biases = params[0::2], params[1::2]
         folded = torch.matmul(queries.transpose(1, 2), weights[0].t())  # [B, C, hidden]
-        if torch.is_grad_enabled() and folded.requires_grad:
+        recording = torch.is_grad_enabled() and (folded.requires_grad or rows.requires_grad)
+        if recording or len(weights) == 1:
             x = torch.baddbmm(biases[0], rows, folded).flatten(0, 1)  # [B*N, hidden]
             for weight, bias in zip(weights[1:], biases[1:], strict=True):
                 x = F.linear(x.relu_(), weight, bias)

@@ -117,7 +117,7 @@ def residual_feed_forward(
     hidden_bytes = linear1.out_features * max(rows.element_size(), 2)
     chunk = max(1, _FFN_CHUNK_BYTES // hidden_bytes)
     w1, b1, w2, b2 = autocast_dtype_cast(linear1.weight, linear1.bias, linear2.weight, linear2.bias)
-    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, w2))
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, b1, w2, b2))
     dropping = dropout is not None and dropout.training and getattr(dropout, "p", 0.0) > 0
     if recording or dropping:
         parts = [
