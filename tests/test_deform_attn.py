@@ -8,14 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from _reference import apply_weight_rule, assert_close, load_fixture
+from avsegformer.modeling import deform_attn
 from avsegformer.modeling.deform_attn import (
     MultiScaleDeformableAttention,
+    deformable_attention,
     encoder_reference_points,
     multi_scale_deformable_attention,
-    resolve_method,
 )
+from avsegformer.modeling.forms import GatherDeformableAttention
 
 METHODS = ["gather", "grid_sample"]
+# The plain module (grid_sample) and the CPU inference form (gather, queries innermost).
+MODULES = [MultiScaleDeformableAttention, GatherDeformableAttention]
 
 
 def naive_deformable_attention(value, shapes, locations, weights):
@@ -81,12 +85,10 @@ def test_core_matches_reference_fixture(modules_fixture, method):
     np.testing.assert_allclose(out64.numpy(), z["msda_core_out_f64"], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_module_matches_reference_fixture(modules_fixture, method):
+@pytest.mark.parametrize("module_class", MODULES)
+def test_module_matches_reference_fixture(modules_fixture, module_class):
     z = modules_fixture
-    module = MultiScaleDeformableAttention(
-        256, num_levels=3, num_heads=8, num_points=4, method=method
-    )
+    module = module_class(256, num_levels=3, num_heads=8, num_points=4)
     apply_weight_rule(module, prefix="head.transformer.encoder.layers.0.self_attn.")
     shapes = [tuple(s) for s in z["msda_core_spatial_shapes"].tolist()]
     with torch.no_grad():
@@ -119,14 +121,32 @@ def test_core_matches_naive_loops(shapes, method):
 
 def test_gather_chunks_frames_like_one_pass(monkeypatch):
     """Frames sampled in several chunks give what one chunk gives."""
-    from avsegformer.modeling import deform_attn
-
     shapes = [(4, 6), (2, 3)]
     value, locations, weights = random_case(shapes, batch=5)
     whole = multi_scale_deformable_attention(value, shapes, locations, weights, "gather")
-    monkeypatch.setattr(deform_attn, "_TAP_CHUNK_BYTES", 1)  # one frame per chunk
+    monkeypatch.setattr(deform_attn, "GATHER_CHUNK_BYTES", 1)  # one frame per chunk
+    monkeypatch.setattr(deform_attn.gather_mix, "__defaults__", (1,))
     chunked = multi_scale_deformable_attention(value, shapes, locations, weights, "gather")
     torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+
+
+def test_deformable_attention_from_offsets_and_logits():
+    """Locations = reference + offset / size, weights = softmax over levels x points."""
+    shapes = [(4, 6), (2, 3)]
+    value, _, _ = random_case(shapes, batch=2, queries=5)
+    g = torch.Generator().manual_seed(1)
+    offsets = torch.randn(2, 5, 3, 2, 2, 2, generator=g, dtype=torch.float64)
+    logits = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    reference = torch.rand(1, 5, 2, 2, generator=g, dtype=torch.float64)
+    size = torch.tensor([[6.0, 4.0], [3.0, 2.0]], dtype=torch.float64)  # (W, H) per level
+    locations = reference[:, :, None, :, None, :] + offsets / size[:, None, :]
+    weights = logits.softmax(-1).view(2, 5, 3, 2, 2)
+    expected = naive_deformable_attention(
+        value, shapes, locations.expand(2, -1, -1, -1, -1, -1), weights
+    )
+    for method in METHODS:
+        ours = deformable_attention(value, shapes, reference, offsets, logits, method)
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -143,16 +163,12 @@ def test_core_gradcheck_float64(method):
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6)
 
 
-def test_auto_method_is_gather_for_inference_and_grid_sample_for_training():
-    frozen = torch.zeros(2)
-    trainable = torch.zeros(2, requires_grad=True)
-    assert resolve_method("auto", frozen, trainable) == "grid_sample"
-    with torch.no_grad():
-        assert resolve_method("auto", frozen, trainable) == "gather"
-    assert resolve_method("auto", frozen) == "gather"
-    assert resolve_method("grid_sample", frozen) == "grid_sample"
+def test_unknown_sampling_method_is_refused():
+    value, locations, weights = random_case([(3, 5)])
     with pytest.raises(ValueError, match="unknown sampling method 'bilinear'"):
-        resolve_method("bilinear", frozen)  # type: ignore[arg-type]
+        multi_scale_deformable_attention(value, [(3, 5)], locations, weights, "bilinear")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown sampling method 'bilinear'"):
+        MultiScaleDeformableAttention(32, method="bilinear")  # type: ignore[arg-type]
 
 
 def test_gather_far_and_nan_locations():
@@ -209,12 +225,12 @@ def test_module_runs_in_bfloat16_autocast():
     assert F.cosine_similarity(full.flatten(), low.float().flatten(), dim=0) > 0.999
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_module_output_of_a_frame_does_not_depend_on_its_batch(method):
+@pytest.mark.parametrize("module_class", MODULES)
+def test_module_output_of_a_frame_does_not_depend_on_its_batch(module_class):
     """Bit-identical per frame whatever the batch (two processes must match one)."""
     torch.manual_seed(0)
     shapes = [(8, 8), (4, 4), (2, 2)]
-    module = MultiScaleDeformableAttention(64, num_levels=3, num_heads=8, method=method)
+    module = module_class(64, num_levels=3, num_heads=8)
     with torch.no_grad():
         module.sampling_offsets.weight.normal_(0, 0.05)
         module.attention_weights.weight.normal_(0, 0.1)

@@ -2,7 +2,9 @@
 
 Each configuration is built once (weights from the README's rule), run once on the
 fixture inputs with forward hooks on every stage, and then every recorded intermediate
-is compared in its own test, so a failure names the layer that diverged.
+is compared in its own test, so a failure names the layer that diverged. Every
+configuration runs twice: as built (the plain modules, what training runs) and after
+``avsegformer.optimize(model, "cpu")`` (the CPU inference forms).
 
 Tolerances (README "Tolerances"): float32 arrays ``rtol = atol = 1e-4``; statistics
 over ``n`` elements ``atol = 1e-4 * sqrt(n)``. Pixel sums (``*_sum``, ``*_sumsq``) are
@@ -33,6 +35,7 @@ from _reference import (
 )
 from avsegformer.modeling.build import build_model
 from avsegformer.modeling.deform_attn import encoder_reference_points
+from avsegformer.modeling.optimize import optimize
 
 CONFIGS = [
     "res50_s4",
@@ -40,6 +43,7 @@ CONFIGS = [
     "pvt2_s4",
     pytest.param("pvt2_avss", marks=pytest.mark.slow),  # 20 frames of PVTv2-B5
 ]
+FORMS = ["plain", "optimized"]
 
 
 class Run:
@@ -86,13 +90,21 @@ class Run:
         return self.rec.cat(name)
 
 
+@pytest.fixture(scope="module", params=FORMS)
+def form(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module", params=CONFIGS)
-def run(request, reference_dir) -> Iterator[Run]:
+def run(request, form, reference_dir) -> Iterator[Run]:
     name = request.param
     fixture = load_fixture(reference_dir / "parity" / f"{name}.npz")
     model = build_model(name).eval()
     apply_weight_rule(model, salt=fixture["meta"]["salt"])
     check_rule_checksums(model, fixture)
+    if form == "optimized":
+        optimize(model, "cpu")
+        assert model.optimization.forms, "no CPU form was applied"
     yield Run(name, fixture, model)
     del model
     gc.collect()

@@ -30,6 +30,7 @@ _LAZY = {
     "read_checkpoint": "avsegformer.checkpoint",
     "build_model_from_checkpoint": "avsegformer.checkpoint",
     "Predictor": "avsegformer.predictor",
+    "optimize": "avsegformer.modeling.optimize",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -540,6 +540,10 @@ class Predictor:
             ``model.config.data.img_size``.
         batch_size: samples per forward pass (memory grows with it: with overlays a batch
             holds the source frames of ``batch_size`` periods).
+        optimize: apply :func:`avsegformer.optimize` for ``device`` and ``dtype`` (the
+            model is changed in place; ``False`` keeps its plain forms).
+        cuda_graphs: replay the forward as CUDA graphs (default: on CUDA devices; one
+            capture per batch shape, the first call of each takes three forwards).
 
     Attributes:
         binary: True for one-channel (S4/MS3) models, False for semantic (AVSS) ones.
@@ -555,6 +559,8 @@ class Predictor:
         dtype: torch.dtype = torch.float32,
         img_size: int | None = None,
         batch_size: int = 1,
+        optimize: bool = True,
+        cuda_graphs: bool | None = None,
     ) -> None:
         if dtype not in _SUPPORTED_DTYPES:
             raise ConfigError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
@@ -571,6 +577,11 @@ class Predictor:
             device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         )
         self.model = model.to(self.device).eval()
+        if optimize:
+            from .modeling.optimize import optimize as optimize_model
+
+            graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+            optimize_model(self.model, self.device, dtype, cuda_graphs=graphs)
         self.config = config
         self.dtype = dtype
         self.img_size = img_size
@@ -595,7 +606,8 @@ class Predictor:
 
         ``name``: a registered configuration (``avsegformer.list_models()``), needed for
         the authors' ``.pth`` files (e.g. ``"res50_s4"``); our ``.safetensors`` files
-        record theirs. ``kwargs``: the constructor's (device, dtype, img_size, batch_size).
+        record theirs. ``kwargs``: the constructor's (device, dtype, img_size, batch_size,
+        optimize, cuda_graphs).
         """
         from .checkpoint import build_model_from_checkpoint
 

@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+
 from ._common import add_config_arguments, add_device_arguments, config_for_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes")
     parser.add_argument("--audio-policy", default=None, help="see `avsegformer train`")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="run the forward eagerly on CUDA (default: replay CUDA graphs)",
+    )
     add_device_arguments(parser)
 
 
@@ -58,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..data import build_dataset
     from ..engine import dist
-    from ..engine.evaluator import evaluate, write_result_json
+    from ..engine.evaluator import evaluate, resolve_precision, write_result_json
     from ..modeling.build import build_model
+    from ..modeling.optimize import optimize
 
     info = dist.init_distributed()
     try:
@@ -68,8 +76,14 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(config.with_overrides({"model.keep_unused_modules": False}))
         report = load_checkpoint(model, args.checkpoint)
         logger.debug("%s", report)
-        device = info.device if args.device is None else args.device
+        device = torch.device(info.device if args.device is None else args.device)
         model = model.to(device).eval()
+        optimize(
+            model,
+            device,
+            resolve_precision(device, args.precision),
+            cuda_graphs=device.type == "cuda" and not args.no_cuda_graphs,
+        )
         options = {"img_size": config.data.img_size}
         if args.audio_policy:
             options["audio_policy"] = args.audio_policy

@@ -39,6 +39,7 @@ from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save
 from ..data import build_dataset, collate
 from ..errors import CheckpointError, ConfigError, DataError
 from ..modeling.build import build_model
+from ..modeling.optimize import optimize
 from ..zoo import Config
 from . import dist
 from .evaluator import (
@@ -187,7 +188,11 @@ class Trainer:
             len(self.train_set), rank=self.info.rank, world_size=world, seed=cfg.seed
         )
         self.optimizer = torch.optim.AdamW(
-            optimised_parameters(self.model), lr=cfg.lr, weight_decay=cfg.weight_decay
+            optimised_parameters(self.model),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            # One kernel for all parameters on CUDA instead of a few per tensor.
+            fused=self.device.type == "cuda",
         )
         self.steps_per_epoch = len(self.sampler) // self.local_batch + (
             1 if len(self.sampler) % self.local_batch else 0
@@ -225,7 +230,10 @@ class Trainer:
             if self.device.type != "cuda":
                 raise ConfigError("train.sync_bn needs CUDA; on CPU use train.freeze_bn=true")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return model.to(self.device)
+        # Training forms and float32 islands for the device (Triton deformable
+        # attention on CUDA); the modules stay the plain, autograd-exact ones.
+        dtype = resolve_precision(self.device, self.config.train.precision)
+        return optimize(model, self.device, dtype, for_training=True)
 
     def _backbone(self) -> nn.Module:
         return self.model.backbone  # type: ignore[return-value]

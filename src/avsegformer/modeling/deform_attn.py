@@ -2,32 +2,33 @@
 
 Each query attends to ``num_points`` locations per head and per feature level, placed
 around a reference point by learned offsets, and mixes the bilinearly sampled values
-with softmax weights. Two algorithms compute this same function (they differ only by
-float rounding); both run on CPU and CUDA, in any float dtype, and are differentiable
-with respect to values, locations and weights:
+with softmax weights. :func:`deformable_attention` is that computation from the raw
+offsets and logits; :func:`multi_scale_deformable_attention` is its sampling core.
+Three algorithms compute the same function (they differ only by float rounding), all
+differentiable with respect to values, locations (offsets) and weights (logits):
 
+* ``"grid_sample"`` (default, the reference): one ``F.grid_sample`` per level over all
+  heads and images, then a weighted sum over points, as the pure-PyTorch fallback of
+  Deformable DETR does. Any device, any float dtype.
 * ``"gather"``: each bilinear tap is one weighted row lookup in a table of per-head
   values, and ``F.embedding_bag`` sums the ``4 * L * P`` taps of every (query, head)
   pair in a single pass, with weight = bilinear weight x attention weight. Every level
   gets a one-pixel border of zeros, so a tap outside the image reads a zero row instead
-  of needing a mask. The tap coordinates are computed with heads, levels and points as
-  outer axes and the queries as the inner, contiguous axis, so each elementwise step
-  runs over long rows, and the module produces its offsets and weights in that layout
-  directly (no permuted copies).
-* ``"grid_sample"``: one ``F.grid_sample`` per level over all heads and images, then a
-  weighted sum over points, as the pure-PyTorch fallback of Deformable DETR does.
-* ``"auto"`` (default): ``"gather"`` when autograd is not recording, else
-  ``"grid_sample"``, whose backward is about twice as fast.
+  of needing a mask. Fastest for inference on a CPU (its backward is slower than
+  ``grid_sample``'s); the CPU inference form
+  (:class:`~avsegformer.modeling.forms.GatherDeformableAttention`) uses it.
+* ``"triton"``: one Triton kernel, forward and backward, with the softmax and the
+  locations computed in registers
+  (:mod:`avsegformer.modeling.kernels.deform_attn_triton`); for CUDA GPUs.
 
-One encoder layer's attention of res50_s4 (5 frames at 224 px, 1029 tokens each,
-projections included) takes about 20 ms with ``"gather"`` against 26 ms with
-``"grid_sample"`` for inference on a 2-core CPU.
+:func:`avsegformer.modeling.optimize.optimize` picks the algorithm per device.
 
 # References: Deformable DETR (Zhu et al., arXiv 2010.04159), section 4.1.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -39,10 +40,48 @@ from torch import nn
 from .precision import float32_island
 
 SpatialShapes = Sequence[tuple[int, int]]
-SamplingMethod = Literal["auto", "gather", "grid_sample"]
+SamplingMethod = Literal["grid_sample", "gather", "triton"]
+SAMPLING_METHODS: tuple[str, ...] = ("grid_sample", "gather", "triton")
 
-# Frames are sampled in chunks whose tap tables stay below this many bytes.
-_TAP_CHUNK_BYTES = 16 * 2**20
+# The gather algorithm samples frames in chunks whose tap tables stay below this many
+# bytes (sized for a CPU's caches).
+GATHER_CHUNK_BYTES = 16 * 2**20
+
+
+def deformable_attention(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    reference_points: torch.Tensor,
+    offsets: torch.Tensor,
+    logits: torch.Tensor,
+    method: SamplingMethod = "grid_sample",
+) -> torch.Tensor:
+    """Deformable attention from raw offsets and logits.
+
+    ``location = reference + offset / (W_l, H_l)`` and ``weights = softmax(logits)``
+    over the ``L * P`` samples of each (query, head), then
+    :func:`multi_scale_deformable_attention`.
+
+    Args:
+        value: ``[B, S, M, D]`` per-head values of the ``S = sum(H_l * W_l)`` tokens.
+        spatial_shapes: ``L`` pairs ``(H_l, W_l)`` (plain ints).
+        reference_points: ``[B or 1, Q, L, 2]`` ``(x, y)`` in [0, 1] per level.
+        offsets: ``[B, Q, M, L, P, 2]`` sampling offsets, in pixels of each level.
+        logits: ``[B, Q, M, L * P]`` attention logits.
+        method: ``"grid_sample"``, ``"gather"`` or ``"triton"`` (module docstring).
+
+    Returns:
+        ``[B, Q, M * D]``, dtype of ``value`` (head-major channel order).
+    """
+    if method == "triton":
+        from .kernels.deform_attn_triton import fused_deformable_attention
+
+        return fused_deformable_attention(value, spatial_shapes, reference_points, offsets, logits)
+    batch, queries, heads, levels, points, _ = offsets.shape
+    size = level_sizes(tuple(spatial_shapes), offsets.device, offsets.dtype)  # [L, 2] (W, H)
+    locations = reference_points[:, :, None, :, None, :] + offsets / size[:, None, :]
+    weights = logits.softmax(-1).view(batch, queries, heads, levels, points)
+    return multi_scale_deformable_attention(value, spatial_shapes, locations, weights, method)
 
 
 def multi_scale_deformable_attention(
@@ -50,7 +89,7 @@ def multi_scale_deformable_attention(
     spatial_shapes: SpatialShapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-    method: SamplingMethod = "auto",
+    method: SamplingMethod = "grid_sample",
 ) -> torch.Tensor:
     """Sample multi-level values at fractional locations and mix them per head.
 
@@ -62,35 +101,24 @@ def multi_scale_deformable_attention(
             coordinates: 0 and 1 are the outer edges of the first and last pixel
             (``align_corners=False``); points outside read zeros.
         attention_weights: ``[B, Q, M, L, P]``, usually summing to 1 over ``(L, P)``.
-        method: ``"gather"``, ``"grid_sample"`` or ``"auto"`` (see the module docstring).
+        method: ``"grid_sample"`` or ``"gather"`` (``"triton"`` works from the raw
+            offsets and logits: :func:`deformable_attention`).
 
     Returns:
         ``[B, Q, M * D]``, dtype of ``value`` (head-major channel order).
     """
     levels = sampling_locations.shape[3]
     _check_shapes(value.shape[1], spatial_shapes, levels)
-    method = resolve_method(method, value, sampling_locations, attention_weights)
     if method == "grid_sample":
         return _grid_sample_mix(value, spatial_shapes, sampling_locations, attention_weights)
-    size = _level_sizes(spatial_shapes, sampling_locations)  # [L, 2] (W, H)
+    if method != "gather":
+        raise ValueError(
+            f"unknown sampling method {method!r} for sampling locations; use 'grid_sample' "
+            "or 'gather' ('triton' takes raw offsets: deformable_attention)"
+        )
+    size = level_sizes(tuple(spatial_shapes), sampling_locations.device, sampling_locations.dtype)
     pixels = (sampling_locations * size[:, None, :] - 0.5).permute(2, 3, 4, 5, 0, 1)
     return gather_mix(value, spatial_shapes, pixels, attention_weights.permute(2, 3, 4, 0, 1))
-
-
-def resolve_method(method: SamplingMethod, *inputs: torch.Tensor) -> SamplingMethod:
-    """``"auto"``: ``"gather"`` unless autograd records (then ``"grid_sample"``).
-
-    ``embedding_bag``'s backward sorts the indices and accumulates on one thread, about
-    twice as slow as ``grid_sample``'s, so training keeps ``grid_sample``.
-    """
-    if method not in ("auto", "gather", "grid_sample"):
-        raise ValueError(
-            f"unknown sampling method {method!r}; use 'auto', 'gather' or 'grid_sample'"
-        )
-    if method != "auto":
-        return method
-    recording = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    return "grid_sample" if recording else "gather"
 
 
 def gather_mix(
@@ -98,6 +126,7 @@ def gather_mix(
     spatial_shapes: SpatialShapes,
     pixels: torch.Tensor,
     weights: torch.Tensor,
+    chunk_bytes: int = GATHER_CHUNK_BYTES,
 ) -> torch.Tensor:
     """The ``"gather"`` algorithm, on inputs laid out with the queries innermost.
 
@@ -107,6 +136,7 @@ def gather_mix(
         pixels: ``[M, L, P, 2, B, Q]`` ``(x, y)`` in pixels of each level, pixel
             centres at integers (normalised ``u`` is ``u * size - 0.5``); any strides.
         weights: ``[M, L, P, B, Q]`` attention weights; any strides.
+        chunk_bytes: frames are sampled in chunks whose tap tables stay below this.
 
     Returns:
         ``[B, Q, M * D]``, dtype of ``value``.
@@ -116,7 +146,7 @@ def gather_mix(
     levels, points, queries = pixels.shape[1], pixels.shape[2], pixels.shape[-1]
     taps = 4 * levels * points
     # Two float tensors and one index tensor of taps per (frame, query, head).
-    chunk = max(1, _TAP_CHUNK_BYTES // (3 * 4 * taps * heads * queries))
+    chunk = max(1, chunk_bytes // (3 * 4 * taps * heads * queries))
     parts = []
     for start in range(0, batch, chunk):
         frames = slice(start, start + chunk)
@@ -140,10 +170,23 @@ def _check_shapes(num_tokens: int, spatial_shapes: SpatialShapes, levels: int) -
         )
 
 
+@functools.lru_cache(maxsize=64)
+def level_sizes(
+    spatial_shapes: tuple[tuple[int, int], ...], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``[L, 2]`` ``(W_l, H_l)`` in ``dtype`` on ``device``, made once per pyramid.
+
+    Cached: a CUDA graph capture cannot copy from the host, and a small host-to-device
+    copy per layer and call is needless work. Made outside inference mode so that a
+    tensor first made for inference can be saved for a backward pass later.
+    """
+    with torch.inference_mode(False):
+        sizes = [[w, h] for h, w in spatial_shapes]
+        return torch.tensor(sizes, dtype=dtype, device=device)
+
+
 def _level_sizes(spatial_shapes: SpatialShapes, like: torch.Tensor) -> torch.Tensor:
-    """``[L, 2]`` ``(W_l, H_l)`` in the dtype and on the device of ``like``."""
-    sizes = [[w, h] for h, w in spatial_shapes]
-    return torch.tensor(sizes, dtype=like.dtype, device=like.device)
+    return level_sizes(tuple(tuple(s) for s in spatial_shapes), like.device, like.dtype)
 
 
 def _padded_table(value: torch.Tensor, spatial_shapes: SpatialShapes) -> torch.Tensor:
@@ -279,9 +322,12 @@ class MultiScaleDeformableAttention(nn.Module):
     """Deformable attention of queries over a multi-level feature pyramid.
 
     State-dict entries: ``sampling_offsets``, ``attention_weights``, ``value_proj``,
-    ``output_proj`` (all ``nn.Linear``), as in Deformable DETR. ``method`` picks the
-    sampling algorithm (see :func:`multi_scale_deformable_attention`); it can be changed
-    on a built module.
+    ``output_proj`` (all ``nn.Linear``), as in Deformable DETR.
+
+    Attributes (set per device by :func:`~avsegformer.modeling.optimize.optimize`):
+        method: the sampling algorithm (see :func:`deformable_attention`).
+        float32_under_autocast: under autocast, run the layer in float32 (sampling
+            locations are sub-pixel quantities; see :mod:`.precision`).
     """
 
     def __init__(
@@ -290,16 +336,19 @@ class MultiScaleDeformableAttention(nn.Module):
         num_levels: int = 4,
         num_heads: int = 8,
         num_points: int = 4,
-        method: SamplingMethod = "auto",
+        method: SamplingMethod = "grid_sample",
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if method not in SAMPLING_METHODS:
+            raise ValueError(f"unknown sampling method {method!r}; use one of {SAMPLING_METHODS}")
         self.embed_dim = embed_dim
         self.num_levels = num_levels
         self.num_heads = num_heads
         self.num_points = num_points
         self.method: SamplingMethod = method
+        self.float32_under_autocast = True
         self.sampling_offsets = nn.Linear(embed_dim, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
@@ -342,47 +391,15 @@ class MultiScaleDeformableAttention(nn.Module):
         Returns:
             ``[B, Q, C]``.
         """
-        batch, num_queries, channels = query.shape
-        heads, levels, points = self.num_heads, self.num_levels, self.num_points
-        method = resolve_method(self.method, query, value, *self.parameters())
-        # Sampling locations are sub-pixel quantities and the sampled values feed a
-        # residual stream: under autocast the layer runs in float32 (2% of the FLOPs).
-        with float32_island(query, reference_points, value) as (query, reference_points, value):
-            values = self.value_proj(value).unflatten(-1, (heads, -1))
-            size = _level_sizes(spatial_shapes, query)  # [L, 2] (W, H)
-            # Each algorithm gets its inputs in the layout it reads (no permuted copies
-            # downstream). The softmax runs over L*P with the queries innermost, per
-            # frame: 9x faster than over rows of 12, and unlike a softmax across a B*Q
-            # axis it rounds a frame the same whatever the batch around it.
-            logits = self.attention_weights(query).view(batch, num_queries, heads, -1)
-            weights = logits.permute(0, 2, 3, 1).contiguous().softmax(2)  # [B, M, L*P, Q]
-            if method == "gather":
-                # Offsets come out transposed, queries innermost ([M*L*P*2, B*Q]): the
-                # product costs the same. Location u = reference + offset / size samples
-                # pixel u * size - 0.5, i.e. the reference in pixels plus the raw offset.
-                offsets = torch.addmm(
-                    self.sampling_offsets.bias[:, None],
-                    self.sampling_offsets.weight,
-                    query.reshape(-1, channels).t(),
-                )
-                anchors = (reference_points.to(offsets.dtype) * size - 0.5).permute(2, 3, 0, 1)
-                pixels = offsets.view(heads, levels, points, 2, batch, num_queries)
-                weights = weights.permute(1, 2, 0, 3).contiguous()
-                weights = weights.view(heads, levels, points, batch, num_queries)
-                mixed = gather_mix(values, spatial_shapes, pixels + anchors[:, None], weights)
-            else:
-                # Heads, levels, points outside and queries inside, handed over as
-                # permuted views in the [B, Q, M, L, P(, 2)] shapes.
-                shape = (heads, levels, points, 2)
-                offsets = self.sampling_offsets(query)  # [B, Q, M*L*P*2]
-                normaliser = size[None, :, None, :].expand(shape).flatten()
-                anchors = reference_points.to(offsets.dtype)[:, :, None, :, None, :]
-                anchors = anchors.expand(-1, -1, *shape).flatten(2)  # [B or 1, Q, M*L*P*2]
-                locations = (offsets / normaliser + anchors).view(batch, num_queries, *shape)
-                locations = locations.permute(0, 2, 3, 4, 1, 5).contiguous()
-                locations = locations.permute(0, 4, 1, 2, 3, 5)  # [B, Q, M, L, P, 2]
-                weights = weights.view(batch, heads, levels, points, num_queries)
-                mixed = _grid_sample_mix(
-                    values, spatial_shapes, locations, weights.permute(0, 4, 1, 2, 3)
-                )
+        batch, num_queries, _ = query.shape
+        shape = (batch, num_queries, self.num_heads, self.num_levels)
+        inputs = (query, reference_points, value)
+        with float32_island(*inputs, enabled=self.float32_under_autocast) as inputs:
+            query, reference_points, value = inputs
+            values = self.value_proj(value).unflatten(-1, (self.num_heads, -1))
+            offsets = self.sampling_offsets(query).view(*shape, self.num_points, 2)
+            logits = self.attention_weights(query).view(*shape[:3], -1)
+            mixed = deformable_attention(
+                values, spatial_shapes, reference_points, offsets, logits, self.method
+            )
             return self.output_proj(mixed)

@@ -20,52 +20,45 @@ from torch import nn
 
 from .mixer import CrossModalMixer
 from .position_encoding import SinePositionEncoding
-from .precision import autocast_dtype_cast, float32_island
+from .precision import float32_island
 from .query_generator import AudioQueryGenerator
 from .transformer import AVSTransformer
 
 MaskMLPMode = Literal["folded", "reference"]
-
-# Frames are pushed through the mask MLP and ``fc`` in chunks whose hidden activations
-# stay below this many bytes (one 224x224 frame: 26 MB; one 512x512 frame: 134 MB).
-_CHUNK_BYTES = 32 * 2**20
 
 
 def _project(in_channels: int, dim: int, groups: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, dim, kernel_size=1), nn.GroupNorm(groups, dim))
 
 
-def _mask_decoder(dim: int, widths: tuple[int, int], num_classes: int) -> nn.Sequential:
+class MaskDecoder(nn.Sequential):
     """3x3 conv, 4x bilinear upsampling, 3x3 conv + ReLU, 1x1 conv to classes.
 
-    Indices 0, 2, 4 hold the state-dict entries (``fc.0``, ``fc.2``, ``fc.4``).
+    ``[B, C, h, w]`` -> ``[B, num_classes, 4h, 4w]``. Indices 0, 2, 4 hold the
+    state-dict entries (``fc.0``, ``fc.2``, ``fc.4``).
     """
-    hidden, narrow = widths
-    return nn.Sequential(
-        nn.Conv2d(dim, hidden, kernel_size=3, padding=1),
-        nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False),
-        nn.Conv2d(hidden, narrow, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(narrow, num_classes, kernel_size=1, bias=False),
-    )
 
-
-def frames_per_chunk(bytes_per_frame: int) -> int:
-    """How many frames fit in one chunk of at most ``_CHUNK_BYTES`` of temporaries."""
-    return max(1, _CHUNK_BYTES // max(bytes_per_frame, 1))
+    def __init__(self, dim: int, widths: tuple[int, int], num_classes: int) -> None:
+        hidden, narrow = widths
+        super().__init__(
+            nn.Conv2d(dim, hidden, kernel_size=3, padding=1),
+            nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False),
+            nn.Conv2d(hidden, narrow, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(narrow, num_classes, kernel_size=1, bias=False),
+        )
 
 
 class QueryMaskMLP(nn.Module):
     """``mlp(einsum('bqc,bchw->bqhw', queries, feature))`` with a 1x1-conv MLP.
 
     State-dict entries: ``layers.<i>`` (``Conv2d`` 1x1: ``Q -> hidden -> ... -> out``),
-    ReLU between layers. Frames are processed in chunks that keep the hidden maps small.
+    ReLU between layers.
 
     ``mode="folded"`` (default) uses that the correlation and the first 1x1 conv are
     both linear: ``W0 (Q F) = (W0 Q) F``. It never forms the ``[Q, h, w]`` map and runs
-    each layer as one matrix product over the flattened pixels of a chunk of frames
-    (output in channels-last layout); for inference the biases move past the ReLUs
-    (see ``_folded``). It differs from ``mode="reference"`` (the literal einsum followed by
+    each layer as one matrix product over the flattened pixels (output in channels-last
+    layout). It differs from ``mode="reference"`` (the literal einsum followed by
     convolutions) only by float rounding (~1e-6 relative).
     """
 
@@ -87,58 +80,31 @@ class QueryMaskMLP(nn.Module):
 
     def forward(self, queries: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         """``queries`` ``[B, Q, C]``, ``feature`` ``[B, C, h, w]`` -> ``[B, out_dim, h, w]``."""
-        if self.mode not in ("folded", "reference"):
+        if self.mode == "reference":
+            return self.reference_order(queries, feature)
+        if self.mode != "folded":
             raise ValueError(
                 f"unknown QueryMaskMLP mode {self.mode!r}; use 'folded' or 'reference'"
             )
-        height, width = feature.shape[-2:]
-        hidden = self.layers[0].out_channels
-        chunk = frames_per_chunk(hidden * height * width * feature.element_size())
-        params = [t for layer in self.layers for t in (layer.weight.flatten(1), layer.bias)]
-        params = list(autocast_dtype_cast(*params))  # cast once, not once per chunk
-        run = self._folded if self.mode == "folded" else self._reference
-        parts = [
-            run(q, f, params)
-            for q, f in zip(queries.split(chunk), feature.split(chunk), strict=True)
-        ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-    def _reference(
-        self, queries: torch.Tensor, feature: torch.Tensor, params: list[torch.Tensor]
-    ) -> torch.Tensor:
-        x = torch.einsum("bqc,bchw->bqhw", queries, feature)
-        for i in range(len(self.layers)):
-            x = F.conv2d(x, params[2 * i][:, :, None, None], params[2 * i + 1])
-            x = x.relu_() if i < len(self.layers) - 1 else x
-        return x
-
-    def _folded(
-        self, queries: torch.Tensor, feature: torch.Tensor, params: list[torch.Tensor]
-    ) -> torch.Tensor:
         batch, channels, height, width = feature.shape
         # Pixel rows [B, N, C]: a free view when the feature is channels-last.
         rows = feature.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        weights, biases = params[0::2], params[1::2]
-        folded = torch.matmul(queries.transpose(1, 2), weights[0].t())  # [B, C, hidden]
-        recording = torch.is_grad_enabled() and (folded.requires_grad or rows.requires_grad)
-        if recording or len(weights) == 1:
-            x = torch.baddbmm(biases[0], rows, folded).flatten(0, 1)  # [B*N, hidden]
-            for weight, bias in zip(weights[1:], biases[1:], strict=True):
-                x = F.linear(x.relu_(), weight, bias)
-            return x.view(batch, height, width, -1).permute(0, 3, 1, 2)
-        # Inference: each bias moves past its ReLU, relu(z + b) = max(z, -b) + b, and the
-        # "+ b" joins the next layer's bias, W (y + b) + c = W y + (W b + c), so no
-        # product starts by copying a bias into its [B*N, hidden] output. (Training
-        # keeps the plain form: there the bias gradients would become differences of
-        # large sums.)
-        x = torch.bmm(rows, folded).flatten(0, 1)  # [B*N, hidden], bias not added yet
-        shift = biases[0]
-        for index, (weight, bias) in enumerate(zip(weights[1:], biases[1:], strict=True)):
-            torch.maximum(x, -shift, out=x)
-            shift = torch.addmv(bias, weight, shift)
-            last = index == len(weights) - 2
-            x = torch.addmm(shift, x, weight.t()) if last else torch.mm(x, weight.t())
+        first = self.layers[0]
+        folded = torch.matmul(
+            queries.transpose(1, 2), first.weight.flatten(1).t()
+        )  # [B, C, hidden]
+        x = torch.baddbmm(first.bias, rows, folded)  # [B, N, hidden]
+        for layer in self.layers[1:]:
+            x = F.linear(x.relu_(), layer.weight.flatten(1), layer.bias)
         return x.view(batch, height, width, -1).permute(0, 3, 1, 2)
+
+    def reference_order(self, queries: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """The authors' order of operations: the ``[Q, h, w]`` map, then 1x1 convs."""
+        x = torch.einsum("bqc,bchw->bqhw", queries, feature)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            x = x.relu_() if i < len(self.layers) - 1 else x
+        return x
 
 
 class AVSegHead(nn.Module):
@@ -158,6 +124,10 @@ class AVSegHead(nn.Module):
         keep_unused_modules: also build ``fpn`` and ``attn_fc``, present in the authors'
             checkpoints but never used by their forward.
         mlp_mode: see :class:`QueryMaskMLP`.
+
+    Attribute ``float32_projections`` (set per device by
+    :func:`~avsegformer.modeling.optimize.optimize`): under autocast, run the input
+    projections and the lateral conv in float32 (see :mod:`.precision`).
     """
 
     def __init__(
@@ -198,8 +168,9 @@ class AVSegHead(nn.Module):
         )
         if keep_unused_modules:
             self.fpn = _UnusedFPN(embed_dim)
-            self.attn_fc = _mask_decoder(embed_dim, mask_head_widths, num_classes)
-        self.fc = _mask_decoder(embed_dim, mask_head_widths, num_classes)
+            self.attn_fc = MaskDecoder(embed_dim, mask_head_widths, num_classes)
+        self.fc = MaskDecoder(embed_dim, mask_head_widths, num_classes)
+        self.float32_projections = True
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -239,7 +210,7 @@ class AVSegHead(nn.Module):
         """
         # GroupNorm right after a projection of large activations cancels most leading
         # bits: the projections stay float32 under autocast (1.5% of the FLOPs).
-        with float32_island(*features) as features_:
+        with float32_island(*features, enabled=self.float32_projections) as features_:
             fine = self.lateral_conv(self.in_proj[0](features_[0]))
             levels = [proj(x) for proj, x in zip(self.in_proj[1:], features_[1:], strict=True)]
         tokens, position, shapes = self._encoder_inputs(levels)
@@ -256,12 +227,7 @@ class AVSegHead(nn.Module):
         del fine, coarse, levels, tokens, memory
 
         pixels = mask_feature + self.mlp(decoded, mask_feature)
-        # The 4x-upsampled map inside fc is the largest activation: bound it.
-        height, width = pixels.shape[-2:]
-        hidden = self.fc[0].out_channels
-        chunk = frames_per_chunk(hidden * 16 * height * width * pixels.element_size())
-        logits = [self.fc(part) for part in pixels.split(chunk)]
-        return torch.cat(logits) if len(logits) > 1 else logits[0], mask_feature
+        return self.fc(pixels), mask_feature
 
 
 class _UnusedFPN(nn.Module):

@@ -1,33 +1,66 @@
-"""Float32 islands inside autocast regions.
+"""Float32 islands inside autocast regions, chosen per device.
 
 Under ``torch.autocast`` (bfloat16 / float16) every convolution and matrix product
 rounds its inputs to 8 (or 11) mantissa bits. A few parts of AVSegFormer either move
 the final masks far more than their share of the FLOPs when rounded, or gain nothing
-from bfloat16; they run inside :func:`float32_island` (autocast off, float32 inputs):
+from bfloat16; they can run inside :func:`float32_island` (autocast off, float32
+inputs). Each is a switch on the module that owns it, and :class:`Float32Islands`
+lists one choice of switches; :data:`FLOAT32_ISLANDS` holds the choice for each device
+type, which :func:`~avsegformer.modeling.optimize.optimize` applies (``build_model``
+starts from the CPU choice):
 
-* deformable attention (sub-pixel sampling locations, 3% of the FLOPs);
-* the input projections and the lateral conv (GroupNorm right after a projection of
-  large activations cancels leading bits; 1.5%);
-* the attention of the last two decoder layers (3%);
-* VGGish's fully connected layers (bound by reading 270 MB of weights for a handful
-  of rows: casting them every call costs more than the float32 product);
-* the stem and first stage of ResNet-50 (``ResNet.float32_stages``, 2% of the FLOPs and
-  memory-bound anyway): the rest of that deep stack in bfloat16 moves mask borders
-  little, all of it does (``AVSegFormer.float32_backbone`` keeps the whole backbone in
-  float32); PVTv2 needs no such island.
+* ``deformable_attention`` (``MultiScaleDeformableAttention.float32_under_autocast``):
+  sub-pixel sampling locations, 3% of the FLOPs;
+* ``input_projections`` (``AVSegHead.float32_projections``): the input projections and
+  the lateral conv (GroupNorm right after a projection of large activations cancels
+  leading bits; 1.5%);
+* ``decoder_attention_layers`` (``Decoder.set_float32_attention_layers``): the attention
+  of the last decoder layers (3% for two);
+* ``audio_embeddings`` (``VGGish.float32_embeddings``): VGGish's fully connected layers
+  (on a CPU bound by reading 270 MB of weights for a handful of rows: casting them
+  every call costs more than the float32 product);
+* ``resnet50_stages`` (``ResNet.float32_stages`` of ResNet-50): the stem and the first
+  stages (2% of the FLOPs for one, memory-bound anyway): the rest of that deep stack
+  in bfloat16 moves mask borders little, all of it does;
+* ``whole_backbone`` (``AVSegFormer.float32_backbone``): the visual backbone.
 
-Measured on the parity inputs (random weights, logits crowded around 0, a hard case):
-binary-mask IoU of bfloat16 against float32 is 0.991 (res50_s4; 0.9925 with the
-whole backbone in float32) and 0.995 (pvt2_s4) with these islands, 0.983 and 0.994
-without.
+CPU, measured on the parity inputs (random weights, logits crowded around 0, a hard
+case): binary-mask IoU of bfloat16 against float32 is 0.991 (res50_s4; 0.9925 with the
+whole backbone in float32) and 0.995 (pvt2_s4) with the CPU islands, 0.983 and 0.994
+without. CUDA: see the ``"cuda"`` entry of :data:`FLOAT32_ISLANDS`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Float32Islands:
+    """Which parts of the model run in float32 under autocast (module docstring)."""
+
+    deformable_attention: bool = True
+    input_projections: bool = True
+    decoder_attention_layers: int = 2
+    audio_embeddings: bool = True
+    resnet50_stages: int = 1
+    whole_backbone: bool = False
+
+
+#: The islands per device type (other device types use the CPU entry).
+FLOAT32_ISLANDS: dict[str, Float32Islands] = {
+    "cpu": Float32Islands(),
+    "cuda": Float32Islands(),
+}
+
+
+def float32_islands_for(device_type: str) -> Float32Islands:
+    """The islands :data:`FLOAT32_ISLANDS` chooses for ``device_type``."""
+    return FLOAT32_ISLANDS.get(device_type, FLOAT32_ISLANDS["cpu"])
 
 
 def autocast_active(device_type: str) -> bool:

@@ -34,7 +34,14 @@ class QueryGeneratorLayer(nn.Module):
         """``queries`` ``[B, Q, C]``, ``audio`` ``[B, A, C]`` -> ``[B, Q, C]``."""
         queries = self.norm1(queries + self.self_attn(queries))
         queries = self.norm2(queries + self.cross_attn(queries, audio))
-        return self.norm3(residual_feed_forward(queries, self.ffn[0], self.ffn[2]))
+        return self.norm3(self.feed_forward(queries))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + FFN(x)`` (device forms override this)."""
+        return residual_feed_forward(x, self.ffn[0], self.ffn[2])
+
+    def feed_forward_linears(self) -> tuple[nn.Linear, nn.Linear]:
+        return self.ffn[0], self.ffn[2]  # type: ignore[return-value]
 
 
 class AudioQueryGenerator(nn.Module):

@@ -43,6 +43,9 @@ class VGGish(nn.Module):
     and ``embeddings.{0,2,4}``. The conv output is flattened in TensorFlow (time,
     frequency, channel) order, and the last linear layer is followed by a ReLU (kept by
     the PyTorch port AVSBench and AVSegFormer use), so embeddings are non-negative.
+
+    Attribute ``float32_embeddings``: under autocast, run the fully connected layers in
+    float32 (see :mod:`.precision`).
     """
 
     out_dim = 128
@@ -67,13 +70,14 @@ class VGGish(nn.Module):
             nn.Linear(4096, 128),
             nn.ReLU(True),
         )
+        self.float32_embeddings = True
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
         """``[N, 1, 96, 64]`` log-mel examples -> ``[N, 128]`` embeddings, >= 0."""
         _check_examples(examples, "VGGish")
         x = self.features(examples)  # [N, 512, 6, 4]
-        # The fully connected layers are bound by reading their 270 MB of weights.
-        with float32_island(x.permute(0, 2, 3, 1).flatten(1)) as (flat,):
+        flat = x.permute(0, 2, 3, 1).flatten(1)
+        with float32_island(flat, enabled=self.float32_embeddings) as (flat,):
             return self.embeddings(flat)
 
 

@@ -119,6 +119,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.float32_stages = float32_stages
+        self.block_type = block
         if not (len(widths) == len(depths) == len(stage_names) == 4):
             raise ValueError(f"ResNet needs 4 stages, got widths={widths}, depths={depths}")
         self.conv1, self.bn1 = _conv_bn(3, stem_width, 7, 2)
