@@ -46,8 +46,26 @@ ISLANDS = {
     "cpu_resnet0": dataclasses.replace(CPU_ISLANDS, resnet50_stages=0),
     "cpu_resnet2": dataclasses.replace(CPU_ISLANDS, resnet50_stages=2),
     "cpu_decoder6": dataclasses.replace(CPU_ISLANDS, decoder_attention_layers=6),
-    "whole_backbone": dataclasses.replace(CPU_ISLANDS, whole_backbone=True),
+    "cpu_resnet4": dataclasses.replace(CPU_ISLANDS, resnet50_stages=4),
 }
+
+
+def choose_islands(report: dict[str, Any], threshold: float = 0.99) -> tuple[str, dict]:
+    """The fastest island set (res50_s4, 224 x 40, bf16) whose bf16 masks stay within
+    IoU ``threshold`` of the authors' float32 output for every model studied; if none
+    does, the one that comes closest."""
+    worst = {
+        label: min(m["bf16_iou"][label]["vs_authors_fp32"] for m in report["islands"].values())
+        for label in ISLANDS
+    }
+    speed = {
+        row["label"].removeprefix("islands="): row.get("frames_per_s") or 0.0
+        for row in report.get("variants", [])
+        if row["label"].startswith("islands=")
+    }
+    good = [label for label in ISLANDS if worst[label] >= threshold]
+    label = max(good, key=lambda x: speed.get(x, 0.0)) if good else max(worst, key=worst.get)
+    return label, dataclasses.asdict(ISLANDS[label])
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -110,17 +128,17 @@ COMPARISONS = [
 ]  # fmt: skip
 
 
-def speed_specs(device: str) -> list[dict[str, Any]]:
-    """The speed cases (on a CPU: a dry run at 64 px, 2 frames)."""
+def speed_specs(device: str, section: str) -> list[dict[str, Any]]:
+    """The speed cases of a section (on a CPU: a dry run at 64 px, 2 frames)."""
     dry = device == "cpu"
     base = {"kind": "forward", "device": device, "repeats": 1 if dry else 10, "warmup": 2,
             "optimize": True, "cuda_graphs": True, "sampler": "auto", "tf32": False}  # fmt: skip
     specs = []
-    for label, islands in ISLANDS.items():
+    for label, islands in ISLANDS.items() if section == "islands" else ():
         case = {"model": "res50_s4", "size": 64 if dry else 224, "frames": 2 if dry else 40}
         specs.append({**base, **case, "dtype": "bfloat16", "label": f"islands={label}",
                       "islands": dataclasses.asdict(islands)})  # fmt: skip
-    for model, size, frames, dtype, labels in COMPARISONS:
+    for model, size, frames, dtype, labels in COMPARISONS if section == "variants" else ():
         for label in labels:
             variant = VARIANTS[label]
             if device == "cpu" and ("sampler" in variant or "cuda_graphs" in variant):
@@ -134,24 +152,36 @@ def speed_specs(device: str) -> list[dict[str, Any]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default=None)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["islands", "variants"])
+    parser.add_argument(
+        "--choose",
+        metavar="STUDY_JSON",
+        help="print the island set chosen from a finished study (JSON) and exit",
+    )
+    parser.add_argument(
+        "--sections", nargs="+", default=["islands", "variants"], choices=["islands", "variants"]
+    )
     parser.add_argument(
         "--device", default="cuda", help="cpu: a dry run at 64 px (checks the script)"
     )
     args = parser.parse_args()
+    if args.choose:
+        label, fields = choose_islands(json.loads(Path(args.choose).read_text()))
+        print(label, file=sys.stderr)
+        print(json.dumps(fields))
+        return 0
     cuda = args.device == "cuda"
     report: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name() if cuda else "none",
         "torch": torch.__version__,
     }
-    if "islands" not in args.skip:
-        models = ("res50_s4", "pvt2_s4") if cuda else ("res50_s4",)
-        report["islands"] = {name: island_iou(name, args.device) for name in models}
-        print(json.dumps(report["islands"], indent=1), flush=True)
-    if "variants" not in args.skip:
-        specs = speed_specs(args.device)
-        results = _worker({"kind": "suite", "specs": specs})
-        report["variants"] = [
+    report["variants"] = []
+    for section in args.sections:
+        if section == "islands":
+            models = ("res50_s4", "pvt2_s4") if cuda else ("res50_s4",)
+            report["islands"] = {name: island_iou(name, args.device) for name in models}
+            print(json.dumps(report["islands"], indent=1), flush=True)
+        results = _worker({"kind": "suite", "specs": speed_specs(args.device, section)})
+        report["variants"] += [
             {
                 k: r.get(k)
                 for k in (

@@ -56,8 +56,10 @@ PUBLISHED = [
 ]
 
 
+# Each set of sizes compiles anew: the odd cases run in Triton's interpreter on the CPU
+# (test_triton_kernel.py); here the published sizes and far points on a per-frame grid.
 @needs_triton
-@pytest.mark.parametrize("case", CASES + PUBLISHED, ids=lambda c: f"{c.shapes}-{c.dtype}")
+@pytest.mark.parametrize("case", PUBLISHED + CASES[2:3], ids=lambda c: f"{c.shapes}-{c.dtype}")
 def test_triton_kernel_forward_and_gradients(case: Case, strict_float32: None) -> None:
     for seed in (0, 1):
         check_case(case, "cuda", seed=seed)

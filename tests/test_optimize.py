@@ -202,11 +202,11 @@ def test_chunk_planning() -> None:
     assert chunk_items(10, 100, 350) == 3
     assert chunk_items(10, 100, 50) == 1  # never zero
     assert chunk_items(0, 100, 50) == 1
-    # CUDA budget: an eighth of the free memory, within [256 MB, 2 GB].
-    assert plan_chunk_bytes(80 * 2**30) == 2 * 2**30
-    assert plan_chunk_bytes(8 * 2**30) == 2**30
-    assert plan_chunk_bytes(2**30) == 256 * 2**20
-    assert plan_chunk_bytes(0) == 256 * 2**20
+    # CUDA budget: a sixteenth of the free memory, within [128 MB, 512 MB].
+    assert plan_chunk_bytes(80 * 2**30) == 512 * 2**20
+    assert plan_chunk_bytes(4 * 2**30) == 256 * 2**20
+    assert plan_chunk_bytes(2**30) == 128 * 2**20
+    assert plan_chunk_bytes(0) == 128 * 2**20
 
 
 def mask_mlp_case(num_layers: int) -> tuple[QueryMaskMLP, torch.Tensor, torch.Tensor]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -131,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="deformable-attention algorithm given to avsegformer.optimize",
     )
     parser.add_argument(
+        "--islands",
+        default=None,
+        metavar="JSON",
+        help="float32 islands for avsegformer.optimize, e.g. '{\"resnet50_stages\": 4}' "
+        "(fields of avsegformer.modeling.precision.Float32Islands; default: the device's)",
+    )
+    parser.add_argument(
         "--one-process",
         action="store_true",
         help="run all cases of a device in one process (always on CUDA; on CPU the peak "
@@ -191,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
         "sampler": args.sampler,
         "tf32": args.tf32,
     }
+    if args.islands:
+        from avsegformer.modeling.precision import Float32Islands
+
+        common["islands"] = dataclasses.asdict(Float32Islands(**json.loads(args.islands)))
     report: dict[str, Any] = {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -567,9 +579,12 @@ def _forward(spec: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
     report = getattr(model, "optimization", None)
     if report is not None:
-        result["optimization"] = {"sampler": report.sampler, "forms": report.forms,
-                                  "chunk_bytes": report.chunk_bytes,
-                                  "cuda_graphs": report.cuda_graphs}  # fmt: skip
+        keys = ("sampler", "forms", "chunk_bytes", "cuda_graphs", "float32_islands")
+        result["optimization"] = {k: v for k, v in report.to_dict().items() if k in keys}
+        graphs = model.__dict__.get("forward")
+        for counter in ("captures", "replays", "failures"):
+            if hasattr(graphs, counter):
+                result[f"cuda_graph_{counter}"] = getattr(graphs, counter)
     return result
 
 

@@ -88,13 +88,16 @@ class CUDAGraphForward:
         self.warmup = warmup
         self.max_graphs = max_graphs
         self._graphs: OrderedDict[Signature, _Graph] = OrderedDict()
+        self._failed: set[Signature] = set()
         self._pool: Any = None
         self.replays = 0
         self.captures = 0
+        self.failures = 0
 
     def reset(self) -> None:
         """Drop every captured graph (and with them their memory)."""
         self._graphs.clear()
+        self._failed.clear()
         self._pool = None
 
     def __call__(
@@ -109,9 +112,21 @@ class CUDAGraphForward:
         if not usable:
             return self.eager_forward(*inputs)
         signature = graph_signature(*inputs)
+        if signature in self._failed:
+            return self.eager_forward(*inputs)
         entry = self._graphs.get(signature)
         if entry is None:
-            entry = self._capture(signature, inputs)
+            try:
+                entry = self._capture(signature, inputs)
+            except RuntimeError as error:  # an operation that cannot be captured
+                logger.warning(
+                    "CUDA graph capture failed (%s); this input shape runs eagerly",
+                    str(error).splitlines()[0][:200],
+                )
+                self._failed.add(signature)
+                self.failures += 1
+                torch.cuda.synchronize()
+                return self.eager_forward(*inputs)
         else:
             self._graphs.move_to_end(signature)
         with torch.inference_mode():

@@ -62,9 +62,9 @@ Sampler = Literal["auto", "grid_sample", "gather", "triton"]
 
 # On a GPU the mask head's chunks only bound memory: a share of the free memory, within
 # limits that keep each product large enough to fill the device.
-_CUDA_CHUNK_SHARE = 1 / 8
-_CUDA_CHUNK_MIN_BYTES = 256 * 2**20
-_CUDA_CHUNK_MAX_BYTES = 2 * 2**30
+_CUDA_CHUNK_SHARE = 1 / 16
+_CUDA_CHUNK_MIN_BYTES = 128 * 2**20
+_CUDA_CHUNK_MAX_BYTES = 512 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +88,10 @@ class OptimizationReport:
 def cuda_chunk_bytes(device: torch.device) -> int:
     """Byte budget of one chunk of the mask head's largest temporary on a CUDA device.
 
-    An eighth of the free memory, at least 256 MB and at most 2 GB: 2 GB holds the
-    2048-wide hidden map of 15 frames at 512 px in bfloat16, and products of that size
-    keep the GPU busy; beyond, chunks would only raise the peak memory.
+    A sixteenth of the free memory, at least 128 MB and at most 512 MB: 512 MB holds the
+    2048-wide float32 hidden map of 19 frames at 224 px (3 at 512 px, 48k pixel rows),
+    products large enough to keep a GPU busy; larger chunks would only raise the peak
+    memory (the mask MLP holds two such maps at once).
     """
     free, _ = torch.cuda.mem_get_info(device)
     return plan_chunk_bytes(free)

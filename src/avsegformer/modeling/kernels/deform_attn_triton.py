@@ -46,25 +46,29 @@ def _corner(x, y, width_f, height_f, width, start, frame, num_tokens, head, vali
     ``x``, ``y`` are float pixel indices (integers, possibly outside or NaN): a pixel
     outside the level, or a NaN coordinate, is invalid (zero padding)."""
     valid = valid_q & (x >= 0) & (x <= width_f - 1) & (y >= 0) & (y <= height_f - 1)
-    xi = tl.where(valid, x, 0.0).to(tl.int32)
-    yi = tl.where(valid, y, 0.0).to(tl.int32)
+    # Clamped (the row of an invalid pixel is never read). Not tl.where: Triton 3.6 fails
+    # to compile a select here (TritonGPURemoveLayoutConversions, mismatched layouts).
+    xi = tl.minimum(tl.maximum(x, 0.0), width_f - 1.0).to(tl.int32)
+    yi = tl.minimum(tl.maximum(y, 0.0), height_f - 1.0).to(tl.int32)
     row = start + yi * width + xi
     offset = ((frame * num_tokens + row).to(tl.int64) * M + head) * D
     return offset, valid
 
 
 @triton.jit
-def _softmax_tile(logits_ptr, head_row, valid_q, j, LP: tl.constexpr):
-    """Softmax over the ``L * P`` logits of each query row: ``[BLOCK_Q, BLOCK_LP]``."""
-    in_row = j[None, :] < LP
-    raw = tl.load(
-        logits_ptr + head_row[:, None] * LP + j[None, :],
-        mask=valid_q[:, None] & in_row,
-        other=0.0,
-    ).to(tl.float32)
-    raw = tl.where(in_row, raw, float("-inf"))
-    shifted = tl.exp(raw - tl.max(raw, axis=1)[:, None])
-    return shifted / tl.sum(shifted, axis=1)[:, None]
+def _softmax_stats(logits_ptr, head_row, valid_q, LP: tl.constexpr):
+    """Maximum and reciprocal sum of exponentials of the ``L * P`` logits of each row.
+
+    One ``[BLOCK_Q]`` vector per logit (no ``[BLOCK_Q, L*P]`` tile: each weight is then
+    an element-wise function of one loaded vector)."""
+    row = logits_ptr + head_row * LP
+    top = tl.load(row, mask=valid_q, other=0.0).to(tl.float32)
+    for j in tl.static_range(1, LP):
+        top = tl.maximum(top, tl.load(row + j, mask=valid_q, other=0.0).to(tl.float32))
+    total = tl.zeros_like(top)
+    for j in tl.static_range(LP):
+        total += tl.exp(tl.load(row + j, mask=valid_q, other=0.0).to(tl.float32) - top)
+    return top, 1.0 / total
 
 
 @triton.jit
@@ -72,7 +76,7 @@ def _msda_forward_kernel(
     value_ptr, offsets_ptr, logits_ptr, reference_ptr, levels_ptr, out_ptr,
     num_queries, num_tokens, reference_frame_stride,
     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_LP: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     frame_head = tl.program_id(1)
     frame = frame_head // M
@@ -81,9 +85,9 @@ def _msda_forward_kernel(
     valid_q = q < num_queries
     d = tl.arange(0, BLOCK_D)
     valid_d = d < D
-    j = tl.arange(0, BLOCK_LP)
     head_row = (frame * num_queries + q) * M + head  # row of [B*Q*M]
-    weights = _softmax_tile(logits_ptr, head_row, valid_q, j, L * P)
+    LP: tl.constexpr = L * P
+    logit_max, inverse_total = _softmax_stats(logits_ptr, head_row, valid_q, LP)
 
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
     for level in tl.static_range(L):
@@ -96,7 +100,8 @@ def _msda_forward_kernel(
         ref_x = tl.load(ref, mask=valid_q, other=0.0).to(tl.float32)
         ref_y = tl.load(ref + 1, mask=valid_q, other=0.0).to(tl.float32)
         for point in tl.static_range(P):
-            weight = tl.sum(tl.where(j[None, :] == level * P + point, weights, 0.0), axis=1)
+            logit = tl.load(logits_ptr + head_row * LP + level * P + point, mask=valid_q, other=0.0)
+            weight = tl.exp(logit.to(tl.float32) - logit_max) * inverse_total
             off = offsets_ptr + ((head_row * L + level) * P + point) * 2
             # Pixel coordinates, centres at integers: (ref + offset / W) * W - 0.5.
             x = ref_x * width_f + tl.load(off, mask=valid_q, other=0.0).to(tl.float32) - 0.5
@@ -125,10 +130,10 @@ def _msda_forward_kernel(
 @triton.jit
 def _msda_backward_kernel(
     value_ptr, offsets_ptr, logits_ptr, reference_ptr, levels_ptr, grad_out_ptr,
-    grad_value_ptr, grad_offsets_ptr, grad_logits_ptr,
+    grad_value_ptr, grad_offsets_ptr, grad_logits_ptr, grad_weights_ptr,
     num_queries, num_tokens, reference_frame_stride,
     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_LP: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     frame_head = tl.program_id(1)
     frame = frame_head // M
@@ -137,17 +142,18 @@ def _msda_backward_kernel(
     valid_q = q < num_queries
     d = tl.arange(0, BLOCK_D)
     valid_d = d < D
-    j = tl.arange(0, BLOCK_LP)
     head_row = (frame * num_queries + q) * M + head
-    weights = _softmax_tile(logits_ptr, head_row, valid_q, j, L * P)
+    LP: tl.constexpr = L * P
+    logit_max, inverse_total = _softmax_stats(logits_ptr, head_row, valid_q, LP)
     grad = tl.load(
         grad_out_ptr + head_row[:, None] * D + d[None, :],
         mask=valid_q[:, None] & valid_d[None, :],
         other=0.0,
     ).to(tl.float32)
 
-    # d loss / d weight of every (level, point), gathered for the softmax backward.
-    grad_weights = tl.zeros([BLOCK_Q, BLOCK_LP], dtype=tl.float32)
+    # Softmax backward needs sum_k w_k dl/dw_k: accumulated here, while dl/dw_j waits in
+    # a float32 buffer until the second pass below.
+    weighted_sum = tl.zeros([BLOCK_Q], dtype=tl.float32)
     for level in tl.static_range(L):
         height = tl.load(levels_ptr + level * 3)
         width = tl.load(levels_ptr + level * 3 + 1)
@@ -158,8 +164,9 @@ def _msda_backward_kernel(
         ref_x = tl.load(ref, mask=valid_q, other=0.0).to(tl.float32)
         ref_y = tl.load(ref + 1, mask=valid_q, other=0.0).to(tl.float32)
         for point in tl.static_range(P):
-            column = level * P + point
-            weight = tl.sum(tl.where(j[None, :] == column, weights, 0.0), axis=1)
+            column = head_row * LP + level * P + point
+            logit = tl.load(logits_ptr + column, mask=valid_q, other=0.0)
+            weight = tl.exp(logit.to(tl.float32) - logit_max) * inverse_total
             off = offsets_ptr + ((head_row * L + level) * P + point) * 2
             x = ref_x * width_f + tl.load(off, mask=valid_q, other=0.0).to(tl.float32) - 0.5
             y = ref_y * height_f + tl.load(off + 1, mask=valid_q, other=0.0).to(tl.float32) - 0.5
@@ -191,7 +198,8 @@ def _msda_backward_kernel(
             bottom = v10 + gx * (v11 - v10)
             sample = top + gy * (bottom - top)
             grad_weight = tl.sum(grad * sample, axis=1)
-            grad_weights = tl.where(j[None, :] == column, grad_weight[:, None], grad_weights)
+            weighted_sum += weight * grad_weight
+            tl.store(grad_weights_ptr + column, grad_weight, mask=valid_q)
             # d sample / d x and d y (pixel units = offset units).
             d_x = (1.0 - gy) * (v01 - v00) + gy * (v11 - v10)
             d_y = bottom - top
@@ -211,14 +219,18 @@ def _msda_backward_kernel(
             tl.atomic_add(grad_value_ptr + o11[:, None] + dd, scaled * (gx * gy),
                           mask=ok11[:, None] & vd)  # fmt: skip
     # Softmax backward: dl/dz_j = w_j * (dl/dw_j - sum_k w_k dl/dw_k).
-    mean = tl.sum(weights * grad_weights, axis=1)
-    grad_logits = weights * (grad_weights - mean[:, None])
-    LP: tl.constexpr = L * P
-    tl.store(
-        grad_logits_ptr + head_row[:, None] * LP + j[None, :],
-        grad_logits.to(grad_logits_ptr.dtype.element_ty),
-        mask=valid_q[:, None] & (j[None, :] < LP),
-    )
+    tl.debug_barrier()  # the dl/dw_j above were stored by this program's threads
+    for j in tl.static_range(LP):
+        column = head_row * LP + j
+        logit = tl.load(logits_ptr + column, mask=valid_q, other=0.0).to(tl.float32)
+        weight = tl.exp(logit - logit_max) * inverse_total
+        grad_weight = tl.load(grad_weights_ptr + column, mask=valid_q, other=0.0)
+        grad_logit = weight * (grad_weight - weighted_sum)
+        tl.store(
+            grad_logits_ptr + column,
+            grad_logit.to(grad_logits_ptr.dtype.element_ty),
+            mask=valid_q,
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,7 +254,6 @@ def _launch_config(value: torch.Tensor, levels: int, points: int) -> dict[str, i
         "L": levels,
         "P": points,
         "BLOCK_D": triton.next_power_of_2(value.shape[3]),
-        "BLOCK_LP": triton.next_power_of_2(levels * points),
     }
 
 
@@ -283,11 +294,12 @@ class _FusedDeformableAttention(torch.autograd.Function):
         grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
         grad_offsets = torch.empty_like(offsets)
         grad_logits = torch.empty_like(logits)
+        grad_weights = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
         frame_stride = 0 if reference_points.shape[0] == 1 else num_queries * num_levels * 2
         grid = (triton.cdiv(num_queries, BACKWARD_BLOCK_Q), batch * heads)
         _msda_backward_kernel[grid](
             value, offsets, logits, reference_points, levels, grad_out,
-            grad_value, grad_offsets, grad_logits,
+            grad_value, grad_offsets, grad_logits, grad_weights,
             num_queries, num_tokens, frame_stride,
             BLOCK_Q=BACKWARD_BLOCK_Q, num_warps=NUM_WARPS,
             **_launch_config(value, num_levels, points),
