@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from _reference import apply_weight_rule, assert_close, load_fixture
-from _triton_checks import CASES, Case, check_case
+from _triton_checks import CASES, Case, check_case, move_samples_off_pixel_centres
 from avsegformer.modeling.build import build_model
 from avsegformer.modeling.kernels import triton_available
 from avsegformer.modeling.optimize import optimize
@@ -118,6 +118,7 @@ def test_training_forms_give_the_plain_gradients(name: str, strict_float32: None
     torch.manual_seed(0)
     plain = build_model(name, overrides={"model.keep_unused_modules": False}).cuda()
     fast = build_model(name, overrides={"model.keep_unused_modules": False}).cuda()
+    move_samples_off_pixel_centres(plain)
     fast.load_state_dict(plain.state_dict())
     optimize(fast, "cuda", torch.float32, for_training=True)
     attention = fast.head.transformer.encoder.layers[0].self_attn
@@ -169,8 +170,10 @@ def test_cuda_graphs_capture_once_per_signature() -> None:
             model(frames, audio)
     assert graphs.captures == 3 and graphs.replays == 5
     # Autograd recording: eager (and refused by the inference forms).
-    with torch.enable_grad(), pytest.raises(RuntimeError, match="inference form"):
+    frames, audio = torch.randn(2, 3, 128, 128).cuda(), torch.randn(2, 1, 96, 64).cuda()
+    with pytest.raises(RuntimeError, match="inference form"):
         model(frames, audio)
+    assert graphs.captures == 3
 
 
 def test_predictor_on_cuda_equals_cpu() -> None:

@@ -11,10 +11,14 @@ the input dtype; the output has the value's dtype. Nothing of size ``[B, Q, M, L
 is written to memory, which is where the ``grid_sample`` route spends its time and, in
 training, its memory (it keeps the sampled values of every point for the backward).
 
-The backward recomputes the taps: gradients of the logits (softmax backward in
-registers) and offsets are written directly (each program owns its queries), the
-value gradient is accumulated with float32 atomic adds (as the authors' CUDA op does).
-The reference points get no gradient (they are constants of the encoder).
+The backward recomputes the taps: the offset gradients are written directly (each
+program owns its queries); the weight gradients wait in a float32 buffer until the
+softmax backward's sum over the ``L * P`` samples is known, and the value gradient is
+accumulated with float32 atomic adds (as the authors' CUDA op does). The reference
+points get no gradient (they are constants of the encoder). Where a sample sits exactly
+on a pixel centre (Deformable DETR's initialisation puts every sample there) the offset
+gradient is one-sided, and which side float rounding picks differs from
+``grid_sample``'s.
 
 Runs wherever Triton does: CUDA GPUs, and the CPU under ``TRITON_INTERPRET=1`` (how
 the tests check the kernel without a GPU).
