@@ -151,9 +151,14 @@ class ChunkedQueryMaskMLP(DeviceForm, QueryMaskMLP):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod
-    def _rows(feature: torch.Tensor) -> torch.Tensor:
+    def _rows_and_folded(
+        queries: torch.Tensor, feature: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel rows ``[B, N, C]`` and the first layer folded into the queries
+        ``[B, C, hidden]``."""
         batch, channels, height, width = feature.shape
-        return feature.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        rows = feature.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        return rows, torch.matmul(queries.transpose(1, 2), weight.t())
 
     def _plain_products(
         self,
@@ -163,8 +168,7 @@ class ChunkedQueryMaskMLP(DeviceForm, QueryMaskMLP):
         biases: list[torch.Tensor],
     ) -> torch.Tensor:
         batch, _, height, width = feature.shape
-        folded = torch.matmul(queries.transpose(1, 2), weights[0].t())  # [B, C, hidden]
-        x = torch.baddbmm(biases[0], self._rows(feature), folded)
+        x = torch.baddbmm(biases[0], *self._rows_and_folded(queries, feature, weights[0]))
         for weight, bias in zip(weights[1:], biases[1:], strict=True):
             x = F.linear(x.relu_(), weight, bias)
         return x.view(batch, height, width, -1).permute(0, 3, 1, 2)
@@ -179,8 +183,7 @@ class ChunkedQueryMaskMLP(DeviceForm, QueryMaskMLP):
         if len(weights) == 1:
             return self._plain_products(queries, feature, weights, biases)
         batch, _, height, width = feature.shape
-        folded = torch.matmul(queries.transpose(1, 2), weights[0].t())  # [B, C, hidden]
-        x = torch.bmm(self._rows(feature), folded).flatten(0, 1)  # bias not added yet
+        x = torch.bmm(*self._rows_and_folded(queries, feature, weights[0])).flatten(0, 1)
         shift = biases[0]
         for index, (weight, bias) in enumerate(zip(weights[1:], biases[1:], strict=True)):
             torch.maximum(x, -shift, out=x)

@@ -76,48 +76,74 @@ def _softmax_stats(logits_ptr, head_row, valid_q, LP: tl.constexpr):
 
 
 @triton.jit
-def _msda_forward_kernel(
-    value_ptr, offsets_ptr, logits_ptr, reference_ptr, levels_ptr, out_ptr,
-    num_queries, num_tokens, reference_frame_stride,
-    M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
-):  # fmt: skip
+def _program(num_queries, M: tl.constexpr, D: tl.constexpr, BLOCK_Q: tl.constexpr,
+             BLOCK_D: tl.constexpr):  # fmt: skip
+    """This program's frame, head, queries (and which exist), channels, and its rows of
+    the ``[B * Q * M]`` (query, head) table."""
     frame_head = tl.program_id(1)
     frame = frame_head // M
     head = frame_head % M
     q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     valid_q = q < num_queries
     d = tl.arange(0, BLOCK_D)
-    valid_d = d < D
-    head_row = (frame * num_queries + q) * M + head  # row of [B*Q*M]
-    LP: tl.constexpr = L * P
-    logit_max, inverse_total = _softmax_stats(logits_ptr, head_row, valid_q, LP)
+    head_row = (frame * num_queries + q) * M + head
+    return frame, head, q, valid_q, d, d < D, head_row
+
+
+@triton.jit
+def _level(levels_ptr, reference_ptr, reference_frame_stride, frame, q, valid_q, level,
+           L: tl.constexpr):  # fmt: skip
+    """Size and first token of ``level``, and the queries' reference points on it."""
+    height = tl.load(levels_ptr + level * 3).to(tl.float32)
+    width = tl.load(levels_ptr + level * 3 + 1)
+    start = tl.load(levels_ptr + level * 3 + 2)
+    ref = reference_ptr + frame * reference_frame_stride + (q * L + level) * 2
+    ref_x = tl.load(ref, mask=valid_q, other=0.0).to(tl.float32)
+    ref_y = tl.load(ref + 1, mask=valid_q, other=0.0).to(tl.float32)
+    return height, width, start, ref_x, ref_y
+
+
+@triton.jit
+def _sample(logits_ptr, offsets_ptr, head_row, valid_q, logit_max, inverse_total, ref_x, ref_y,
+            height, width_f, level, point, L: tl.constexpr, P: tl.constexpr):  # fmt: skip
+    """Attention weight of one (level, point) sample, the pixel left of and above it, and
+    its fractional position in that pixel; pixel centres at integers,
+    ``(ref + offset / W) * W - 0.5``."""
+    logit = tl.load(logits_ptr + head_row * (L * P) + level * P + point, mask=valid_q, other=0.0)
+    weight = tl.exp(logit.to(tl.float32) - logit_max) * inverse_total
+    off = offsets_ptr + ((head_row * L + level) * P + point) * 2
+    x = ref_x * width_f + tl.load(off, mask=valid_q, other=0.0).to(tl.float32) - 0.5
+    y = ref_y * height + tl.load(off + 1, mask=valid_q, other=0.0).to(tl.float32) - 0.5
+    x0 = tl.floor(x)
+    y0 = tl.floor(y)
+    return weight, x0, y0, x - x0, y - y0
+
+
+@triton.jit
+def _msda_forward_kernel(
+    value_ptr, offsets_ptr, logits_ptr, reference_ptr, levels_ptr, out_ptr,
+    num_queries, num_tokens, reference_frame_stride,
+    M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    frame, head, q, valid_q, d, valid_d, head_row = _program(num_queries, M, D, BLOCK_Q, BLOCK_D)
+    logit_max, inverse_total = _softmax_stats(logits_ptr, head_row, valid_q, L * P)
 
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=tl.float32)
     for level in tl.static_range(L):
-        height = tl.load(levels_ptr + level * 3)
-        width = tl.load(levels_ptr + level * 3 + 1)
-        start = tl.load(levels_ptr + level * 3 + 2)
-        height_f = height.to(tl.float32)
+        height, width, start, ref_x, ref_y = _level(
+            levels_ptr, reference_ptr, reference_frame_stride, frame, q, valid_q, level, L
+        )
         width_f = width.to(tl.float32)
-        ref = reference_ptr + frame * reference_frame_stride + (q * L + level) * 2
-        ref_x = tl.load(ref, mask=valid_q, other=0.0).to(tl.float32)
-        ref_y = tl.load(ref + 1, mask=valid_q, other=0.0).to(tl.float32)
         for point in tl.static_range(P):
-            logit = tl.load(logits_ptr + head_row * LP + level * P + point, mask=valid_q, other=0.0)
-            weight = tl.exp(logit.to(tl.float32) - logit_max) * inverse_total
-            off = offsets_ptr + ((head_row * L + level) * P + point) * 2
-            # Pixel coordinates, centres at integers: (ref + offset / W) * W - 0.5.
-            x = ref_x * width_f + tl.load(off, mask=valid_q, other=0.0).to(tl.float32) - 0.5
-            y = ref_y * height_f + tl.load(off + 1, mask=valid_q, other=0.0).to(tl.float32) - 0.5
-            x0 = tl.floor(x)
-            y0 = tl.floor(y)
-            fx = x - x0
-            fy = y - y0
+            weight, x0, y0, fx, fy = _sample(
+                logits_ptr, offsets_ptr, head_row, valid_q, logit_max, inverse_total,
+                ref_x, ref_y, height, width_f, level, point, L, P,
+            )  # fmt: skip
             for corner in tl.static_range(4):
                 dx = corner % 2
                 dy = corner // 2
-                offset, valid = _corner(x0 + dx, y0 + dy, width_f, height_f, width, start,
+                offset, valid = _corner(x0 + dx, y0 + dy, width_f, height, width, start,
                                         frame, num_tokens, head, valid_q, M, D)  # fmt: skip
                 v = tl.load(
                     value_ptr + offset[:, None] + d[None, :],
@@ -139,14 +165,7 @@ def _msda_backward_kernel(
     M: tl.constexpr, D: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    frame_head = tl.program_id(1)
-    frame = frame_head // M
-    head = frame_head % M
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    valid_q = q < num_queries
-    d = tl.arange(0, BLOCK_D)
-    valid_d = d < D
-    head_row = (frame * num_queries + q) * M + head
+    frame, head, q, valid_q, d, valid_d, head_row = _program(num_queries, M, D, BLOCK_Q, BLOCK_D)
     LP: tl.constexpr = L * P
     logit_max, inverse_total = _softmax_stats(logits_ptr, head_row, valid_q, LP)
     grad = tl.load(
@@ -159,32 +178,23 @@ def _msda_backward_kernel(
     # a float32 buffer until the second pass below.
     weighted_sum = tl.zeros([BLOCK_Q], dtype=tl.float32)
     for level in tl.static_range(L):
-        height = tl.load(levels_ptr + level * 3)
-        width = tl.load(levels_ptr + level * 3 + 1)
-        start = tl.load(levels_ptr + level * 3 + 2)
-        height_f = height.to(tl.float32)
+        height, width, start, ref_x, ref_y = _level(
+            levels_ptr, reference_ptr, reference_frame_stride, frame, q, valid_q, level, L
+        )
         width_f = width.to(tl.float32)
-        ref = reference_ptr + frame * reference_frame_stride + (q * L + level) * 2
-        ref_x = tl.load(ref, mask=valid_q, other=0.0).to(tl.float32)
-        ref_y = tl.load(ref + 1, mask=valid_q, other=0.0).to(tl.float32)
         for point in tl.static_range(P):
+            weight, x0, y0, fx, fy = _sample(
+                logits_ptr, offsets_ptr, head_row, valid_q, logit_max, inverse_total,
+                ref_x, ref_y, height, width_f, level, point, L, P,
+            )  # fmt: skip
             column = head_row * LP + level * P + point
-            logit = tl.load(logits_ptr + column, mask=valid_q, other=0.0)
-            weight = tl.exp(logit.to(tl.float32) - logit_max) * inverse_total
-            off = offsets_ptr + ((head_row * L + level) * P + point) * 2
-            x = ref_x * width_f + tl.load(off, mask=valid_q, other=0.0).to(tl.float32) - 0.5
-            y = ref_y * height_f + tl.load(off + 1, mask=valid_q, other=0.0).to(tl.float32) - 0.5
-            x0 = tl.floor(x)
-            y0 = tl.floor(y)
-            fx = x - x0
-            fy = y - y0
-            o00, ok00 = _corner(x0, y0, width_f, height_f, width, start,
+            o00, ok00 = _corner(x0, y0, width_f, height, width, start,
                                 frame, num_tokens, head, valid_q, M, D)  # fmt: skip
-            o01, ok01 = _corner(x0 + 1, y0, width_f, height_f, width, start,
+            o01, ok01 = _corner(x0 + 1, y0, width_f, height, width, start,
                                 frame, num_tokens, head, valid_q, M, D)  # fmt: skip
-            o10, ok10 = _corner(x0, y0 + 1, width_f, height_f, width, start,
+            o10, ok10 = _corner(x0, y0 + 1, width_f, height, width, start,
                                 frame, num_tokens, head, valid_q, M, D)  # fmt: skip
-            o11, ok11 = _corner(x0 + 1, y0 + 1, width_f, height_f, width, start,
+            o11, ok11 = _corner(x0 + 1, y0 + 1, width_f, height, width, start,
                                 frame, num_tokens, head, valid_q, M, D)  # fmt: skip
             dd = d[None, :]
             vd = valid_d[None, :]
