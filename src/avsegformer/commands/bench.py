@@ -175,12 +175,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_case(text: str) -> tuple[int, int]:
     """``"224x40"`` -> ``(224, 40)`` (frame side, frames per forward)."""
+    from avsegformer.errors import ConfigError
+
     try:
         size, frames = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"case {text!r} is not SIZExFRAMES, e.g. 224x40") from None
+        raise ConfigError(f"case {text!r} is not SIZExFRAMES, e.g. 224x40") from None
     if size <= 0 or size % 32 or frames < 1:
-        raise ValueError(f"case {text!r}: size must be a positive multiple of 32, frames >= 1")
+        raise ConfigError(f"case {text!r}: size must be a positive multiple of 32, frames >= 1")
     return size, frames
 
 
@@ -195,7 +197,16 @@ def _cases(args: argparse.Namespace, device: str) -> list[tuple[int, int]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from avsegformer.errors import ConfigError
+
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for device in devices:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--devices {device}: this PyTorch ({torch.__version__}) sees no GPU")
+        if not device.startswith(("cpu", "cuda")):
+            raise ConfigError(f"--devices {device}: use cpu, cuda or cuda:N")
+    for text in args.cases or ():
+        parse_case(text)  # a bad case fails before any measurement
     common = {
         "threads": args.threads,
         "allocator": args.allocator,
@@ -208,7 +219,12 @@ def run(args: argparse.Namespace) -> int:
     if args.islands:
         from avsegformer.modeling.precision import Float32Islands
 
-        common["islands"] = dataclasses.asdict(Float32Islands(**json.loads(args.islands)))
+        try:
+            islands = Float32Islands(**json.loads(args.islands))
+        except (ValueError, TypeError) as error:
+            names = ", ".join(f.name for f in dataclasses.fields(Float32Islands))
+            raise ConfigError(f"--islands {args.islands!r}: {error} (fields: {names})") from None
+        common["islands"] = dataclasses.asdict(islands)
     report: dict[str, Any] = {
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .avsegformer import AVSegFormer
 from .backbones.resnet import Bottleneck, ResNet
 from .cuda_graphs import CUDAGraphForward
@@ -106,11 +107,11 @@ def plan_chunk_bytes(free_bytes: int) -> int:
 def resolve_sampler(sampler: Sampler, device: torch.device, for_training: bool) -> str:
     """The deformable-attention algorithm ``"auto"`` stands for on ``device``."""
     if sampler not in ("auto", "grid_sample", "gather", "triton"):
-        raise ValueError(
+        raise ConfigError(
             f"unknown sampler {sampler!r}; use 'auto', 'grid_sample', 'gather' or 'triton'"
         )
     if sampler == "triton" and not (device.type == "cuda" and triton_available()):
-        raise ValueError("sampler 'triton' needs a CUDA device and the triton package")
+        raise ConfigError("sampler 'triton' needs a CUDA device and the triton package")
     if sampler != "auto":
         return sampler
     if device.type == "cuda":
@@ -152,8 +153,12 @@ def optimize(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"optimize for {device}: this PyTorch ({torch.__version__}) sees no CUDA device"
+        )
     if cuda_graphs and (for_training or device.type != "cuda"):
-        raise ValueError("cuda_graphs needs a CUDA device and for_training=False")
+        raise ConfigError("cuda_graphs needs a CUDA device and for_training=False")
     restore_plain_forms(model)
     model.to(device)
     islands = islands or float32_islands_for(device.type)
