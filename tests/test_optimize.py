@@ -298,3 +298,30 @@ def test_graph_signature_tells_shapes_dtypes_and_autocast_apart() -> None:
     assert graph_signature(a, a) != base
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert graph_signature(a, None) != base
+
+
+# ---------------------------------------------------------------------------- bench
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--cases", "100x5"], "positive multiple of 32"),
+        (["--islands", '{"resnet": 1}'], "fields: deformable_attention"),
+        (["--devices", "tpu"], "use cpu, cuda or cuda:N"),
+    ],
+)
+def test_bench_refuses_bad_requests_in_one_line(arguments, message, capsys) -> None:
+    from avsegformer.cli import main
+
+    assert main(["bench", "--models", "tiny_s4", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cuda_requests_without_a_gpu_say_so(capsys) -> None:
+    from avsegformer.cli import main
+
+    assert main(["bench", "--models", "tiny_s4", "--devices", "cuda"]) == 2
+    assert "sees no GPU" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sees no CUDA device"):
+        optimize(tiny(), "cuda")
