@@ -25,7 +25,7 @@ for stage in ${STAGES:-islands bench tests variants}; do
     case $stage in
     islands)
         timeout "${ISLANDS_TIMEOUT:-120}" python3 bench/gpu_study.py --sections islands \
-            --output "$OUT/islands.json" >"$OUT/islands.log" 2>&1
+            --json "$OUT/islands.json" >"$OUT/islands.log" 2>&1
         tail -12 "$OUT/islands.log"
         if [ "${CHOOSE:-1}" = 1 ] && [ -s "$OUT/islands.json" ]; then
             ISLANDS_JSON=$(python3 bench/gpu_study.py --choose "$OUT/islands.json")
@@ -33,7 +33,7 @@ for stage in ${STAGES:-islands bench tests variants}; do
         fi ;;
     bench)
         timeout "${BENCH_TIMEOUT:-200}" python3 -m avsegformer.commands.bench --devices cuda \
-            --train ${ISLANDS_JSON:+--islands "$ISLANDS_JSON"} --output "$OUT/cuda.json" \
+            --train ${ISLANDS_JSON:+--islands "$ISLANDS_JSON"} --json "$OUT/cuda.json" \
             >"$OUT/bench.log" 2>&1
         grep -i -m5 "error\|warning" "$OUT/bench.log"
         python3 bench/summarize.py "$OUT/cuda.json" | tee "$OUT/summary.txt" ;;
@@ -43,7 +43,7 @@ for stage in ${STAGES:-islands bench tests variants}; do
         tail -15 "$OUT/tests.log" ;;
     variants)
         timeout "${VARIANTS_TIMEOUT:-120}" python3 bench/gpu_study.py --sections variants \
-            --output "$OUT/variants.json" >"$OUT/variants.log" 2>&1
+            --json "$OUT/variants.json" >"$OUT/variants.log" 2>&1
         tail -22 "$OUT/variants.log" ;;
     esac
     echo "== $stage: $(( $(date +%s) - start )) s"

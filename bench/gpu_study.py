@@ -1,6 +1,6 @@
 """How the CUDA choices of ``avsegformer.optimize`` were made: variants side by side.
 
-Runs, in one process on a CUDA device (prints JSON, also to ``--output``):
+Runs, in one process on a CUDA device (prints JSON, also to ``--json``):
 
 * ``islands``: bfloat16 binary-mask IoU against the authors' float32 output on the
   parity inputs (``shared/reference/parity``; the weight rule of the tests) for
@@ -10,7 +10,7 @@ Runs, in one process on a CUDA device (prints JSON, also to ``--output``):
   bf16) as the plain modules, optimised without CUDA graphs, optimised, optimised
   with ``grid_sample`` instead of the Triton kernel, and fp32 with TF32 products.
 
-    python bench/gpu_study.py --output study.json   # needs a GPU and ../shared
+    python bench/gpu_study.py --json study.json   # needs a GPU and ../shared
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def speed_specs(device: str, section: str) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--json", dest="output", default=None, metavar="PATH")
     parser.add_argument(
         "--choose",
         metavar="STUDY_JSON",

@@ -1,4 +1,4 @@
-"""Print a benchmark JSON (``avsegformer bench --output``) as a table, one line a case.
+"""Print a benchmark JSON (``avsegformer bench --json PATH``) as a table, one line a case.
 
 python bench/summarize.py bench/results/cuda.json
 """

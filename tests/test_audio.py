@@ -200,9 +200,18 @@ def test_torch_and_numpy_inputs_agree_and_channels_are_averaged():
     torch.testing.assert_close(from_numpy, from_mean, rtol=0, atol=1e-6)
 
 
-def test_channels_first_layout_is_rejected_with_hint():
-    with pytest.raises(AudioError, match=r"\[samples, channels\].*transpose"):
-        audio.waveform_to_examples(np.zeros((2, 16000)), 16000)
+def test_channels_first_layout_is_named_or_refused_with_the_fix():
+    g = np.random.default_rng(0)
+    stereo = (g.standard_normal((2, 20000)) * 0.1).astype(np.float32)  # torchaudio's [C, L]
+    with pytest.raises(AudioError, match=r"\(2, 20000\).*layout='channels_first'"):
+        audio.waveform_to_examples(stereo, 16000)
+    first = audio.waveform_to_examples(stereo, 16000, layout="channels_first")
+    last = audio.waveform_to_examples(stereo.T.copy(), 16000)  # soundfile's [L, C]
+    torch.testing.assert_close(first, last, rtol=0, atol=0)
+    mean = audio.waveform_to_examples(stereo.mean(0), 16000)
+    torch.testing.assert_close(first, mean, rtol=0, atol=1e-6)
+    with pytest.raises(AudioError, match="unknown layout"):
+        audio.waveform_to_examples(stereo, 16000, layout="interleaved")  # type: ignore[arg-type]
 
 
 def test_non_finite_samples_are_rejected():

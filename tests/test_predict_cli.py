@@ -395,3 +395,74 @@ def test_torchrun_splits_the_inputs_between_processes(
     assert sorted(p.name for p in out.iterdir()) == ["h264_25", "mpeg4_30"]
     # Rank 0 reports the whole run (failures gathered from every rank).
     assert "2 of 3 input(s) done" in result.stdout and "1 failed" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# One vocabulary, inputs checked first, messages in the right terms
+
+
+def test_missing_inputs_fail_before_the_model_loads(
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog
+) -> None:
+    caplog.set_level("INFO", logger="avsegformer")
+    out = tmp_path / "out"
+    code = _predict(media["missing"], tmp_path / "nope.mp4", "--checkpoint",
+                    media["checkpoint"], "--out", out)  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "nothing to do" in err and "no such file" in err
+    assert "loaded" not in caplog.text  # the checkpoint was never read
+    assert not out.exists()
+    # One good input among bad ones: the bad one is reported before the model loads.
+    caplog.clear()
+    code = _predict(media["missing"], media["mpeg4"], "--checkpoint", media["checkpoint"],
+                    "--out", out, "--no-overlay")  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "1 of 2 input(s) done (results in" in captured.out
+    assert sum("missing.mp4" in line for line in _error_lines(captured.err)) == 1
+    assert "loaded" in caplog.text  # what the first call would have logged had it loaded
+
+
+def test_nothing_done_does_not_claim_a_folder(
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert _predict(media["no_audio"], "--checkpoint", media["checkpoint"], "--out", out) == 2
+    captured = capsys.readouterr()
+    assert "0 of 1 input(s) done; 1 failed" in captured.out and str(out) not in captured.out
+    # The command line's words for the fix, not the API's (allow_silent=True).
+    assert "--allow-silent" in captured.err and "allow_silent=True" not in captured.err
+
+
+def test_precision_and_frames_per_batch_with_their_old_spellings(
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog
+) -> None:
+    parse = build_parser().parse_args
+    new = parse(["predict", "x.mp4", "--checkpoint", "c", "--precision", "bf16",
+                 "--frames-per-batch", "3"])  # fmt: skip
+    old = parse(["predict", "x.mp4", "--checkpoint", "c", "--dtype", "bfloat16",
+                 "--batch-size", "3"])  # fmt: skip
+    assert (new.precision, new.frames_per_batch) == (old.precision, old.frames_per_batch)
+    assert (new.precision, new.frames_per_batch) == ("bf16", 3)
+    with pytest.raises(SystemExit):
+        parse(["predict", "x.mp4", "--checkpoint", "c", "--precision", "half"])
+    out = tmp_path / "out"
+    code = _predict(media["mpeg4"], "--checkpoint", media["checkpoint"], "--out", out,
+                    "--no-overlay", "--dtype", "float32", "--batch-size", "2")  # fmt: skip
+    assert code == 0
+    assert "--dtype is deprecated: use --precision" in caplog.text
+    assert "--batch-size is deprecated: use --frames-per-batch" in caplog.text
+    summary = json.loads((out / "mpeg4_30" / "summary.json").read_text())
+    assert summary["dtype"] == "float32" and summary["batch_size"] == 2
+
+
+def test_a_model_name_that_contradicts_the_checkpoint_says_the_fix(
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _predict(media["mpeg4"], "--checkpoint", media["checkpoint"], "--out", tmp_path,
+                    "--model", "res50_s4")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "holds a 'tiny_s4' model, not a 'res50_s4' one" in line
+    assert "drop --model: the checkpoint records tiny_s4" in line and "name=" not in line

@@ -402,7 +402,9 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ConfigError, match="multiple of 32"):
         Predictor(stub, img_size=100)
     with pytest.raises(ConfigError, match="dtype"):
-        Predictor(stub, dtype=torch.float16)
+        Predictor(stub, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="float16 autocast needs a CUDA device"):
+        Predictor(stub, dtype=torch.float16, device="cpu")
     predictor = Predictor(stub, device="cpu")
     with pytest.raises(ConfigError, match="fps"):
         predictor.predict_clip(np.zeros((1, 8, 8, 3), np.uint8), np.zeros(16000), 16000, fps=0)

@@ -7,7 +7,9 @@ global batch; evaluation writes the official mask files; bad inputs give clear e
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import os
 import socket
@@ -303,3 +305,87 @@ def test_bad_inputs_give_one_line_errors(
     code = cli(["train", "tiny_s4", "--data-root", str(s4_root), "--out", str(tmp_path / "x"),
                 "--resume", "--set", *FAST])  # fmt: skip
     assert code == 2 and "nothing to resume" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ schedules
+SCHEDULE = [*FAST, "scheduler=cosine", "warmup_steps=1", "freeze_backbone_epochs=0"]
+
+
+def _train_log(run: Path) -> list[dict]:
+    return [r for r in json.loads(_jsonl(run / "log.jsonl")) if r["kind"] == "train"]
+
+
+def _train(s4_root: Path, out: Path, *extra: str) -> int:
+    return cli(["train", "tiny_s4", "--data-root", str(s4_root), "--out", str(out),
+                "--no-progress", "--val-split", "", *extra])  # fmt: skip
+
+
+def test_max_steps_ends_where_it_says(s4_root: Path, tmp_path: Path) -> None:
+    """2 steps per epoch here: --max-steps runs exactly that many, over as many epochs."""
+    longer = _config("tiny_s4", *SCHEDULE[len(FAST) :], "epochs=1")  # 2 steps by epochs
+    options = TrainOptions(s4_root, tmp_path / "a", progress=False, val_split="",
+                           log_every_steps=1, save_every_steps=0, max_steps=5)  # fmt: skip
+    result = Trainer(longer, options).fit()
+    assert result.steps == result.total_steps == 5 and result.epochs == 3
+    log = _train_log(tmp_path / "a")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in log] == [1, 1, 2, 2, 3]  # numbered from 1
+    lrs = [r["lr"] for r in log]  # each step's: warm-up, then a cosine ending after step 5
+    assert lrs[0] == lrs[1] == 1e-3 and all(
+        a > b > 0 for a, b in zip(lrs[1:], lrs[2:], strict=False)
+    )
+    # Shorter than the configuration's epochs: the schedule ends at max_steps too.
+    shorter = _config("tiny_s4", *SCHEDULE[len(FAST) :], "epochs=8")
+    options = dataclasses.replace(options, out_dir=tmp_path / "b", max_steps=3)
+    result = Trainer(shorter, options).fit()
+    assert result.steps == result.total_steps == 3
+    summary = json.loads((tmp_path / "b" / "train_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["total_steps"] == 3
+
+
+def test_resume_with_a_longer_schedule_keeps_training(
+    s4_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="avsegformer")
+    out = tmp_path / "run"
+    assert _train(s4_root, out, "--set", *SCHEDULE, "epochs=2") == 0  # 4 steps
+    before = _weights(out / "last.safetensors")
+    # The same run again: finished, nothing trained, says so.
+    caplog.clear()
+    assert _train(s4_root, out, "--resume", "--set", *SCHEDULE, "epochs=2") == 0
+    assert "is finished (step 4 of 4)" in caplog.text
+    assert all(torch.equal(before[k], v) for k, v in _weights(out / "last.safetensors").items())
+    # Longer: the schedule is recomputed for the new end, the weights keep moving.
+    caplog.clear()
+    assert _train(s4_root, out, "--resume", "--set", *SCHEDULE, "epochs=4") == 0
+    assert "schedule changed by epochs=4 (was 2): it now ends at step 8 instead of 4" in caplog.text
+    log = _train_log(out)  # a line at the end of each epoch (2 steps)
+    assert [r["step"] for r in log] == [2, 4, 6, 8]
+    assert all(r["lr"] > 0 for r in log if r["step"] > 4)
+    after = _weights(out / "last.safetensors")
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("head.") for k in moved), "the weights did not change"
+    # --max-steps moves the end of a resumed run too.
+    assert (
+        _train(s4_root, out, "--resume", "--max-steps", "10", "--set", *SCHEDULE, "epochs=4") == 0
+    )
+    assert [r["step"] for r in _train_log(out)] == [2, 4, 6, 8, 10]
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 10
+
+
+def test_a_zero_learning_rate_is_reported_loudly(
+    s4_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="avsegformer.engine.trainer"):
+        assert _train(s4_root, tmp_path / "z", "--set", *FAST, "lr=0", "epochs=2") == 0
+    assert "the learning rate was 0 for every step of epoch 1 (steps 1-2)" in caplog.text
+    assert "the trained weights did not change from step 2 to step 4" in caplog.text
+
+
+def test_warm_up_longer_than_the_run_is_reported(
+    s4_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="avsegformer.engine.trainer"):
+        assert _train(s4_root, tmp_path / "w", "--max-steps", "2", "--set", *FAST,
+                      "warmup_steps=20") == 0  # fmt: skip
+    assert "the warm-up (20 steps) is as long as the whole run (2 steps)" in caplog.text

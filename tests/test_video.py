@@ -165,7 +165,11 @@ def test_truncated_file_audio_yields_samples_then_raises(media) -> None:
 def test_no_audio_stream(media, caplog) -> None:
     with pytest.raises(NoAudioStreamError) as caught:
         iter_audio(media["silent"])
+    # The API's words for the fix; the command line's (--allow-silent) ride along.
     assert str(caught.value) == (
+        f"{media['silent']}: no audio stream (pass allow_silent=True to use silence)"
+    )
+    assert caught.value.cli_text() == (
         f"{media['silent']}: no audio stream (pass --allow-silent to use silence)"
     )
     with caplog.at_level(logging.WARNING, logger="avsegformer.data.video"):

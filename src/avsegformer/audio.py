@@ -132,15 +132,26 @@ def mel_matrix(
     return torch.tensor(weights, dtype=dtype, device=device)
 
 
-def to_mono(waveform: ArrayLike, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+ChannelLayout = Literal["samples_first", "channels_first"]
+
+
+def to_mono(
+    waveform: ArrayLike,
+    dtype: torch.dtype = torch.float64,
+    *,
+    layout: ChannelLayout = "samples_first",
+) -> torch.Tensor:
     """Scale to [-1, 1) and average the channels: ``[L]`` or ``[L, C]`` -> ``[L]``.
 
-    ``waveform``: numpy array or tensor, samples first (soundfile's layout: ``[L]`` mono
-    or ``[L, C]`` with ``C`` channels). int16 is divided by 32768 and int32 by 2**31
-    (as the reference reads WAVs as int16); float data is taken as is. Scaling and the
-    channel mean are done in float64 (like the reference), then cast to ``dtype``.
-    The result stays on the input's device.
+    ``waveform``: numpy array or tensor, ``[L]`` mono or multi-channel in ``layout``:
+    ``"samples_first"`` ``[L, C]`` (soundfile's and PyAV's packed layout, the default)
+    or ``"channels_first"`` ``[C, L]`` (torchaudio's). int16 is divided by 32768 and
+    int32 by 2**31 (as the reference reads WAVs as int16); float data is taken as is.
+    Scaling and the channel mean are done in float64 (like the reference), then cast to
+    ``dtype``. The result stays on the input's device.
     """
+    if layout not in ("samples_first", "channels_first"):
+        raise AudioError(f"unknown layout {layout!r}; use 'samples_first' or 'channels_first'")
     tensor = torch.as_tensor(waveform)
     if tensor.dtype == torch.int16:
         tensor = tensor.to(torch.float64) / 32768.0
@@ -156,11 +167,16 @@ def to_mono(waveform: ArrayLike, dtype: torch.dtype = torch.float64) -> torch.Te
             "pass int16, int32 or floating-point samples"
         )
     if tensor.ndim == 2:
+        if layout == "channels_first":
+            tensor = tensor.t()
         samples, channels = tensor.shape
         if channels > samples:
+            other = "channels_first" if layout == "samples_first" else "samples_first"
+            given = tuple(torch.as_tensor(waveform).shape)
             raise AudioError(
-                f"waveform of shape {tuple(tensor.shape)} has more channels than samples; "
-                "the layout is [samples, channels] (soundfile's): transpose it"
+                f"waveform of shape {given} read as {layout} has more channels than "
+                f"samples; pass layout={other!r} (torchaudio's [channels, samples] is "
+                "'channels_first')"
             )
         tensor = tensor.mean(dim=1)
     elif tensor.ndim != 1:
@@ -299,11 +315,13 @@ def waveform_to_examples(
     dtype: torch.dtype = torch.float32,
     compute_dtype: torch.dtype = torch.float64,
     resample_quality: ResampleQuality = "VHQ",
+    layout: ChannelLayout = "samples_first",
 ) -> torch.Tensor:
     """VGGish input examples of a waveform: ``[L]`` / ``[L, C]`` -> ``[N, 1, 96, 64]``.
 
-    ``waveform``: numpy array or tensor, samples first (``[L]`` mono, ``[L, C]``
-    multi-channel as soundfile returns; channels are averaged), int16 (scaled by
+    ``waveform``: numpy array or tensor, ``[L]`` mono or multi-channel (channels are
+    averaged): ``[L, C]`` as soundfile returns (``layout="samples_first"``, default) or
+    ``[C, L]`` as torchaudio returns (``layout="channels_first"``); int16 (scaled by
     1/32768), int32 (1/2**31) or float in [-1, 1]; any ``sample_rate`` (resampled to
     16 kHz with soxr when different). Without ``num_examples``, ``N = F // 96`` with
     ``F`` STFT frames (0 for less than 15600 samples at 16 kHz; :class:`AudioError` for
@@ -315,7 +333,7 @@ def waveform_to_examples(
     time (10 ms frames), axis 3 the mel band (low to high). Values >= -4.605 (log of
     0.01), except 0.0 rows padded by the ``"reference"`` policy.
     """
-    mono = to_mono(waveform, torch.float64)
+    mono = to_mono(waveform, torch.float64, layout=layout)
     if sample_rate != SAMPLE_RATE:
         mono = torch.from_numpy(
             resample(mono.cpu().numpy(), sample_rate, SAMPLE_RATE, quality=resample_quality)

@@ -347,10 +347,26 @@ def _apply(
     ]
     if mismatched or (strict and (missing or unexpected)):
         where = f"the model's {target!r}" if target else "the model"
-        lines = [f"{path} does not fit {where}:"]
+        counts = ", ".join(
+            f"{n} {what}"
+            for n, what in (
+                (len(missing), "missing"),
+                (len(unexpected), "unexpected"),
+                (len(mismatched), "of another shape"),
+            )
+            if n
+        )
+        first = f"{path} does not fit {where} ({counts} entries)"
+        hint = cli_hint = None
         if layout == "model":
-            lines.append(f"  file: {describe_state_dict(state)}")
-            lines.append(f"  model: {describe_state_dict(model.state_dict())}")
+            first = (
+                f"{path} does not fit the model: the file holds "
+                f"{describe_state_dict(state)}; the model is "
+                f"{describe_state_dict(model.state_dict())} ({counts} entries)"
+            )
+            hint = "build the checkpoint's own model: avsegformer.build_model_from_checkpoint"
+            cli_hint = "name the configuration the checkpoint was trained as"
+        lines = [first]
         if missing:
             lines.append(f"  missing in file ({len(missing)}): {_preview(missing)}")
         if unexpected:
@@ -359,13 +375,13 @@ def _apply(
             shown = ", ".join(f"{k} {a} vs model {b}" for k, a, b in mismatched[:_SHOWN])
             more = f" (+{len(mismatched) - _SHOWN} more)" if len(mismatched) > _SHOWN else ""
             lines.append(f"  shape mismatch ({len(mismatched)}): {shown}{more}")
-        if layout == "model":
-            lines.append(
-                "  build the model of the checkpoint's configuration "
-                "(avsegformer.build_model_from_checkpoint(path, name=...))"
-            )
         raise CheckpointMismatchError(
-            "\n".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched
+            "\n".join(lines),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            hint=hint,
+            cli_hint=cli_hint,
         )
     loaded = 0
     with torch.no_grad():
@@ -519,6 +535,13 @@ def build_model_from_checkpoint(
     contents = read_checkpoint(path)
     if name is not None:
         config: Config = get_config(name)
+        recorded = contents.config
+        if recorded is not None and recorded.name != name and recorded.model != config.model:
+            raise CheckpointMismatchError(
+                f"{path} holds a {recorded.name!r} model, not a {name!r} one",
+                hint="leave out name= to build the model the file records",
+                cli_hint=f"drop --model: the checkpoint records {recorded.name}",
+            )
     elif contents.config is not None:
         config = contents.config
     else:

@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from . import __version__, progress
 from .errors import AVSegFormerError
 
 # name -> (module, one-line help)
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="AVSegFormer audio-visual segmentation: train, test, predict.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"avsegformer {__version__}", help="show the version"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -48,20 +52,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Formatter(logging.Formatter):
+    """Plain messages; warnings and errors say so (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .commands._common import deprecated_used
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s")
+        if args.verbose
+        else _Formatter("%(message)s")
     )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    for old, new in deprecated_used(argv, getattr(args, "_aliases", None) or {}):
+        logging.getLogger("avsegformer").warning("%s is deprecated: use %s", old, new)
     try:
+        if progress.on_terminal():
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm():  # log lines above the progress bars
+                return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except AVSegFormerError as exc:
-        print(f"avsegformer {args.command}: error: {exc}", file=sys.stderr)
+        first, _, details = exc.cli_text().partition("\n")
+        more = "" if not details or args.verbose else " (details: add -v)"
+        print(f"avsegformer {args.command}: error: {first}{more}", file=sys.stderr)
+        if details and args.verbose:
+            print(details, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"avsegformer {args.command}: interrupted", file=sys.stderr)

@@ -1,15 +1,46 @@
 """Exceptions raised by avsegformer.
 
 Errors are part of the interface: every message names the file, key or shape at fault
-and says what to do. The command line prints ``str(error)`` on one line (no traceback)
-and exits with status 2.
+and says what to do, in the words of the API (``allow_silent=True``); an error can also
+carry the command line's words for the fix (``cli_hint``: ``--allow-silent``), which the
+command line prints instead. The command line prints the first line of the message (no
+traceback; further lines, e.g. lists of checkpoint keys, with ``-v``) and exits with
+status 2.
 """
 
 from __future__ import annotations
 
 
 class AVSegFormerError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    Args:
+        message: what is wrong (names the file, key or shape).
+        hint: the fix, for API callers; appended to the message.
+        cli_hint: the fix in command-line terms (replaces ``hint`` there).
+    """
+
+    def __init__(
+        self, message: str = "", *, hint: str | None = None, cli_hint: str | None = None
+    ) -> None:
+        super().__init__(_with_hint(message, hint))
+        self.message = message
+        self.hint = hint
+        self.cli_hint = cli_hint
+
+    def cli_text(self) -> str:
+        """The message as the command line shows it: with its own hint when it has one."""
+        if self.cli_hint is None:
+            return str(self)
+        return _with_hint(self.message, self.cli_hint)
+
+
+def _with_hint(message: str, hint: str | None) -> str:
+    """``message`` with ``hint`` at the end of its first line (details follow it)."""
+    if hint is None:
+        return message
+    first, newline, rest = message.partition("\n")
+    return f"{first} ({hint}){newline}{rest}"
 
 
 class ConfigError(AVSegFormerError, ValueError):
@@ -33,8 +64,11 @@ class CheckpointMismatchError(CheckpointError):
         missing: list[str] | None = None,
         unexpected: list[str] | None = None,
         mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] | None = None,
+        *,
+        hint: str | None = None,
+        cli_hint: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, hint=hint, cli_hint=cli_hint)
         self.missing = missing or []
         self.unexpected = unexpected or []
         self.mismatched = mismatched or []

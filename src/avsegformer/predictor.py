@@ -118,7 +118,7 @@ AUDIO_WINDOW_SAMPLES = SAMPLES_PER_EXAMPLE + MIN_SAMPLES  # 15600
 AUDIO_WINDOW_SECONDS = AUDIO_WINDOW_SAMPLES / SAMPLE_RATE  # 0.975
 #: Audio is streamed from files in chunks of this many seconds (memory vs call overhead).
 _AUDIO_CHUNK_SECONDS = 1.0
-_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: Class names of binary (S4/MS3) models: id 1 is "whatever is sounding".
 BINARY_CLASS_NAMES = ("background", "sounding")
 
@@ -534,8 +534,9 @@ class Predictor:
         model: a built AVSegFormer (``build_model``, ``build_model_from_checkpoint``) whose
             ``config`` gives the task and input size; put in eval mode on ``device``.
         device: "cpu", "cuda", "cuda:1"...; default CUDA when available, else CPU.
-        dtype: ``torch.float32``, or ``torch.bfloat16`` to run the model under autocast
-            (CPU or CUDA; parts the model keeps in float32 stay so).
+        dtype: ``torch.float32``, or ``torch.bfloat16`` (CPU or CUDA) / ``torch.float16``
+            (CUDA) to run the model under autocast (parts the model keeps in float32
+            stay so).
         img_size: square side frames are resized to (a multiple of 32); default
             ``model.config.data.img_size``.
         batch_size: samples per forward pass (memory grows with it: with overlays a batch
@@ -563,7 +564,9 @@ class Predictor:
         cuda_graphs: bool | None = None,
     ) -> None:
         if dtype not in _SUPPORTED_DTYPES:
-            raise ConfigError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+            raise ConfigError(
+                f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}"
+            )
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         config = getattr(model, "config", None)
@@ -576,6 +579,8 @@ class Predictor:
         self.device = torch.device(
             device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         )
+        if dtype == torch.float16 and self.device.type != "cuda":
+            raise ConfigError("float16 autocast needs a CUDA device; use bfloat16 or float32")
         self.model = model.to(self.device).eval()
         if optimize:
             from .modeling.optimize import optimize as optimize_model
@@ -654,8 +659,8 @@ class Predictor:
         [N, C, S, S] (C = 1 for binary models, 71 for AVSS), under bfloat16 autocast if
         the predictor's dtype says so."""
         autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.dtype == torch.bfloat16
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:

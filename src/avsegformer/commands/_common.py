@@ -25,19 +25,28 @@ def resolve_config(spec: str, overrides: list[str] | None = None) -> Config:
     return config.with_overrides(overrides or [])
 
 
-def config_for_checkpoint(spec: str, overrides: list[str] | None, checkpoint: str) -> Config:
+def config_for_checkpoint(spec: str | None, overrides: list[str] | None, checkpoint: str) -> Config:
     """The configuration to evaluate ``checkpoint`` with.
 
     When the checkpoint records a configuration of the same name (files written by
     ``avsegformer train`` / ``save_checkpoint``), that record wins over the registered
     defaults, so a model trained with ``--set img_size=128`` is tested at 128; the
-    user's ``overrides`` apply on top. A record of another architecture is an error.
+    user's ``overrides`` apply on top. Without ``spec`` the recorded configuration is
+    used (an error for files that record none, such as the authors' ``.pth``). A record
+    of another architecture is an error.
     """
     from ..checkpoint import read_checkpoint
     from ..errors import CheckpointMismatchError
 
-    config = resolve_config(spec, overrides)
     recorded = read_checkpoint(checkpoint).config
+    if spec is None:
+        if recorded is None:
+            raise ConfigError(
+                f"{checkpoint} does not record its configuration: name it, e.g. "
+                "`avsegformer test res50_s4 --checkpoint ...` (see `avsegformer models`)"
+            )
+        return recorded.with_overrides(overrides or [])
+    config = resolve_config(spec, overrides)
     if recorded is None:
         return config
     if recorded.name == config.name:
@@ -50,10 +59,13 @@ def config_for_checkpoint(spec: str, overrides: list[str] | None, checkpoint: st
     return config
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    what = "configuration name (see `avsegformer models`) or a config.json from a training run"
     parser.add_argument(
         "config",
-        help="configuration name (see `avsegformer models`) or a config.json from a training run",
+        nargs="?" if optional else None,
+        default=None,
+        help=what + (" (default: the one the checkpoint records)" if optional else ""),
     )
     parser.add_argument(
         "--set",
@@ -63,6 +75,103 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override configuration fields, e.g. --set batch_size=4 lr=1e-5 img_size=224",
     )
+
+
+#: The one precision vocabulary of every command (``auto``: bf16 on CUDA, fp32 elsewhere).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Older spellings (torch dtype names) still accepted.
+_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def precision_value(text: str) -> str:
+    """argparse type: a precision name (the torch dtype spellings are accepted too)."""
+    value = _PRECISION_ALIASES.get(text, text)
+    if value not in PRECISIONS:
+        raise argparse.ArgumentTypeError(
+            f"invalid precision {text!r} (choose from {', '.join(PRECISIONS)})"
+        )
+    return value
+
+
+def add_precision_argument(
+    parser: argparse.ArgumentParser,
+    *,
+    default: str | list[str],
+    multiple: bool = False,
+    old: str | None = None,
+    what: str = "",
+) -> None:
+    """``--precision`` with :data:`PRECISIONS` (``old``: a deprecated alias of the option)."""
+    names = ["--precision"] + ([old] if old else [])
+    parser.add_argument(
+        *names,
+        dest="precision",
+        type=precision_value,
+        nargs="+" if multiple else None,
+        default=default,
+        metavar="{" + ",".join(PRECISIONS) + "}",
+        help=what
+        or "auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16 (CUDA) autocast "
+        f"(default {default})",
+    )
+    if old:
+        warn_on_alias(parser, old, "--precision")
+
+
+def add_json_argument(parser: argparse.ArgumentParser, what: str, old: str | None = None) -> None:
+    """``--json PATH``: write ``what`` as JSON to PATH (``-``: standard output)."""
+    names = ["--json"] + ([old] if old else [])
+    parser.add_argument(
+        *names,
+        dest="json",
+        default=None,
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help=f"write {what} as JSON to PATH ('-' or no PATH: standard output)",
+    )
+    if old:
+        warn_on_alias(parser, old, "--json")
+
+
+def write_json_output(path: str, value: object) -> str | None:
+    """Write ``value`` as JSON to ``path`` (``-``: print it); returns the file written."""
+    text = json.dumps(value, indent=2, default=str) + "\n"
+    if path == "-":
+        print(text, end="")
+        return None
+    target = Path(path)
+    if target.parent != Path(""):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    return str(target)
+
+
+def add_workers_argument(
+    parser: argparse.ArgumentParser, *, default: int | None, what: str, old: str | None = None
+) -> None:
+    """``--workers N``, the one name for worker processes (``old``: a deprecated alias)."""
+    names = ["--workers"] + ([old] if old else [])
+    parser.add_argument(*names, dest="workers", type=int, default=default, metavar="N", help=what)
+    if old:
+        warn_on_alias(parser, old, "--workers")
+
+
+def warn_on_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Record that ``old`` is a deprecated spelling of ``new`` (see :func:`deprecated_used`)."""
+    aliases = parser.get_default("_aliases") or {}
+    parser.set_defaults(_aliases={**aliases, old: new})
+
+
+def deprecated_used(argv: list[str], aliases: dict[str, str]) -> list[tuple[str, str]]:
+    """The (old, new) option pairs of ``aliases`` that ``argv`` spells the old way."""
+    used = []
+    for old, new in aliases.items():
+        if any(arg == old or arg.startswith(old + "=") for arg in argv):
+            used.append((old, new))
+    return used
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -51,7 +51,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float16")
+#: The command line's precision names -> the torch dtype names the JSON records.
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Environment that caps each library's kernels at one instruction set (read at start-up).
 _ISA_ENVIRONMENT = {
     "native": {},
@@ -104,7 +106,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sizes", nargs="+", type=int, default=[224, 512], help="frame side")
     parser.add_argument("--frames", type=int, default=5, help="frames per clip")
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    from ._common import add_precision_argument
+
+    add_precision_argument(
+        parser,
+        default=["fp32", "bf16"],
+        multiple=True,
+        old="--dtypes",
+        what="precisions to measure: fp32, bf16, fp16 (CUDA) autocast (default fp32 bf16)",
+    )
     parser.add_argument(
         "--devices", nargs="+", default=None, help="default: cpu, plus cuda when available"
     )
@@ -170,7 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap the CPU kernels at this instruction set in the workers (see module doc)",
     )
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
-    parser.add_argument("--output", help="also write the JSON to this file")
+    from ._common import add_json_argument
+
+    add_json_argument(parser, "the report (it is printed either way)", old="--output")
 
 
 def parse_case(text: str) -> tuple[int, int]:
@@ -198,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from avsegformer.errors import ConfigError
+
+    if "auto" in args.precision:
+        raise ConfigError("bench measures named precisions: fp32, bf16 or fp16, not auto")
+    args.dtypes = [PRECISION_DTYPES[p] for p in args.precision]
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for device in devices:
@@ -288,8 +304,8 @@ def run(args: argparse.Namespace) -> int:
     report["bfloat16_speedup"] = _speedups(report["cases"])
     text = json.dumps(report, indent=2)
     print(text)
-    if args.output:
-        with open(args.output, "w") as f:
+    if args.json and args.json != "-":
+        with open(args.json, "w") as f:
             f.write(text + "\n")
     return 0
 

@@ -9,10 +9,10 @@ dataset is found at ROOT.
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..data.avsbench import SPLITS
 from ..data.check import check_dataset
+from ._common import add_json_argument, write_json_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--deep", action="store_true", help="also decode every file (slower: reads everything)"
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_argument(parser, "the report")
     parser.add_argument(
         "--max-listed", type=int, default=10, help="problems listed per split (default 10)"
     )
@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        written = write_json_output(args.json, report.to_dict())
+        if written:
+            print(report.format_text())
+            print(f"report written to {written}")
     else:
         print(report.format_text())
     return 0 if report.ok else 1

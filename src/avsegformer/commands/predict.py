@@ -42,6 +42,7 @@ from ..errors import (
     NoAudioStreamError,
     OutputExistsError,
 )
+from ._common import add_precision_argument, warn_on_alias
 
 logger = logging.getLogger(__name__)
 
@@ -119,18 +120,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)"
     )
+    add_precision_argument(parser, default="auto", old="--dtype")
     parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="float32, or bfloat16 autocast (default float32)",
-    )
-    parser.add_argument(
+        "--frames-per-batch",
         "--batch-size",
+        dest="frames_per_batch",
         type=int,
         default=1,
+        metavar="N",
         help="sampled frames per forward pass (default 1; memory grows with it)",
     )
+    warn_on_alias(parser, "--batch-size", "--frames-per-batch")
     parser.add_argument(
         "--allow-silent",
         action="store_true",
@@ -156,6 +156,7 @@ class InputItem:
 
     path: Path
     problem: str | None = None
+    reported: bool = False  # the problem was printed already (before the model loaded)
 
 
 def collect_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[InputItem]:
@@ -253,6 +254,7 @@ def process_video(
     overwrite: bool = False,
     checkpoint: dict[str, Any] | None = None,
     progress: bool = False,
+    progress_position: int | None = None,
 ) -> dict[str, Any]:
     """Segment one video into ``folder`` (masks/, overlay.mp4, summary.json); returns the summary.
 
@@ -263,10 +265,9 @@ def process_video(
         OutputExistsError: ``folder`` exists and not ``overwrite``.
         the video errors of :mod:`avsegformer.data.video` (each names the file).
     """
-    from tqdm import tqdm
-
     from ..data.video import VideoWriter, probe_video, sample_times
     from ..predictor import StageTimes, iter_video_samples
+    from ..progress import progress_bar
     from ..render import overlay as draw_overlay
     from ..render import save_binary_mask_png, save_class_mask_png
 
@@ -278,7 +279,11 @@ def process_video(
     info = probe_video(path)
     silent = not info.has_audio
     if silent and not allow_silent:
-        raise NoAudioStreamError(f"{path}: no audio stream (pass --allow-silent to use silence)")
+        raise NoAudioStreamError(
+            f"{path}: no audio stream",
+            hint="pass allow_silent=True to use silence",
+            cli_hint="pass --allow-silent to use silence",
+        )
     if silent:
         logger.warning("%s: no audio stream; predicting with silence as the sound", path)
     num_samples = len(sample_times(info.duration, fps))
@@ -290,13 +295,8 @@ def process_video(
     samples = None
     write_seconds = 0.0
     frames: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=num_samples,
-        desc=path.name,
-        unit="sample",
-        leave=False,
-        disable=None if progress else True,  # None: only on a terminal
-        position=1,
+    bar = progress_bar(
+        num_samples, path.name, "sample", enabled=progress, position=progress_position
     )
     try:
         samples = iter_video_samples(
@@ -451,46 +451,63 @@ def run(args: argparse.Namespace) -> int:
         raise AVSegFormerError(f"--fps must be positive, got {args.fps}")
     if not 0.0 <= args.alpha <= 1.0:
         raise AVSegFormerError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.frames_per_batch < 1:
+        raise AVSegFormerError(f"--frames-per-batch must be >= 1, got {args.frames_per_batch}")
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise MissingFileError(f"{checkpoint}: checkpoint file not found")
+    # Inputs first: a typo in a path should not wait for a model to load.
+    items = [
+        item if item.problem or item.path.is_file() else InputItem(item.path, _missing(item.path))
+        for item in collect_inputs(args.inputs)
+    ]
+    if all(item.problem for item in items):
+        for item in items:
+            _report_failure(str(item.problem))
+        raise MissingFileError(f"none of the {len(items)} input(s) can be read; nothing to do")
     rank, world = _dist_setup()
+    if rank == 0:
+        for item in items:
+            if item.problem:
+                _report_failure(item.problem)
+    items = [dataclasses.replace(item, reported=bool(item.problem)) for item in items]
     device = args.device
     if device is None and world > 1 and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    from ..engine.evaluator import resolve_precision
+
+    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = resolve_precision(chosen, args.precision) or torch.float32
     try:
         predictor = Predictor.from_checkpoint(
-            checkpoint, args.model, device=device, dtype=dtype, batch_size=args.batch_size
+            checkpoint, args.model, device=chosen, dtype=dtype, batch_size=args.frames_per_batch
         )
     except CheckpointError as error:
         if args.model is None and "name=" in str(error):  # the library's wording
-            raise CheckpointError(f"{error}; on the command line: --model NAME") from None
+            raise CheckpointError(
+                str(error).replace("pass name=...", "pass --model NAME")
+            ) from None
         raise
     checkpoint_record = {
         "path": str(checkpoint),
         "absolute_path": str(checkpoint.resolve()),
         "sha256": file_sha256(checkpoint),
     }
-    items = collect_inputs(args.inputs)
     names = output_names([item.path for item in items])
     out = Path(args.out)
     mine = list(zip(items, names, strict=True))[rank::world]
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with logging_redirect_tqdm():  # log lines above the bars, not through them
-        failed = process_inputs(
-            predictor,
-            mine,
-            out,
-            fps=args.fps,
-            allow_silent=args.allow_silent,
-            overlay=args.overlay,
-            alpha=args.alpha,
-            overwrite=args.overwrite,
-            checkpoint=checkpoint_record,
-            progress=not args.no_progress,
-        )
+    failed = process_inputs(
+        predictor,
+        mine,
+        out,
+        fps=args.fps,
+        allow_silent=args.allow_silent,
+        overlay=args.overlay,
+        alpha=args.alpha,
+        overwrite=args.overwrite,
+        checkpoint=checkpoint_record,
+        progress=not args.no_progress,
+    )
     if world > 1:
         from ..engine.dist import all_gather_object, cleanup
 
@@ -499,11 +516,16 @@ def run(args: argparse.Namespace) -> int:
         cleanup()
     if rank == 0:
         done = len(items) - failed
-        print(
-            f"{done} of {len(items)} input(s) done in {out}"
-            + (f"; {failed} failed" if failed else "")
-        )
+        where = f" (results in {out})" if done else ""
+        failures = f"; {failed} failed" if failed else ""
+        print(f"{done} of {len(items)} input(s) done{where}{failures}")
     return 2 if failed else 0
+
+
+def _missing(path: Path) -> str:
+    if not path.exists():
+        return f"{path}: no such file or folder"
+    return f"{path}: not a file"
 
 
 def process_inputs(
@@ -515,24 +537,28 @@ def process_inputs(
     **options: Any,
 ) -> int:
     """Process each (input, folder name); print one line per result; return the failures."""
-    from tqdm import tqdm
+    from ..progress import track
 
+    several = len(work) > 1
     failed = 0
-    bar = tqdm(
-        work,
-        desc="videos",
-        unit="video",
-        disable=None if progress and len(work) > 1 else True,  # None: only on a terminal
-        position=0,
-    )
-    for item, name in bar:
+    for item, name in track(work, len(work), "videos", "video", enabled=progress and several):
         try:
             if item.problem is not None:
+                if item.reported:
+                    failed += 1
+                    continue
                 raise MissingFileError(item.problem)
-            summary = process_video(predictor, item.path, out / name, progress=progress, **options)
+            summary = process_video(
+                predictor,
+                item.path,
+                out / name,
+                progress=progress,
+                progress_position=1 if several else None,
+                **options,
+            )
         except AVSegFormerError as error:
             failed += 1
-            _report_failure(str(error))
+            _report_failure(error.cli_text())
         except Exception as error:  # noqa: BLE001 - one bad input must not stop the others
             # Not raised on purpose (a full disk, a bug): still one line, and go on.
             failed += 1
@@ -548,5 +574,8 @@ def process_inputs(
 
 
 def _report_failure(message: str) -> None:
-    line = " ".join(message.split())  # one line, whatever FFmpeg said
+    first, _, details = message.partition("\n")
+    if details:
+        logger.debug("%s", details)
+    line = " ".join(first.split())  # one line, whatever FFmpeg said
     print(f"avsegformer predict: error: {line}", file=sys.stderr, flush=True)

@@ -1,24 +1,34 @@
-"""``avsegformer test CONFIG --checkpoint FILE --data-root DIR``: the official metrics.
+"""``avsegformer test [CONFIG] --checkpoint FILE --data-root DIR``: the official metrics.
 
-Prints the table (mIoU, F; AVSS per class too) and writes it as JSON. Runs under
-``torchrun`` too (each process evaluates a share of the videos).
+Prints the table (mIoU, F as fractions in [0, 1]; AVSS per class too), and with
+``--json PATH`` writes it as JSON. CONFIG defaults to the configuration the checkpoint
+records (files written by ``avsegformer train``); the authors' ``.pth`` files need it.
+Runs under ``torchrun`` too (each process evaluates a share of the videos).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+import sys
 
 import torch
 
-from ._common import add_config_arguments, add_device_arguments, config_for_checkpoint
+from ._common import (
+    add_config_arguments,
+    add_device_arguments,
+    add_json_argument,
+    add_precision_argument,
+    add_workers_argument,
+    config_for_checkpoint,
+    write_json_output,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    add_config_arguments(parser, optional=True)
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -48,9 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audio-reliance test: the clip's own audio, silence, another clip's audio, noise",
     )
     parser.add_argument("--save-masks", default=None, metavar="DIR", help="write predicted masks")
-    parser.add_argument("--json", default=None, metavar="PATH", help="result file")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes")
+    add_json_argument(parser, "the result (scores, per class for AVSS, settings)")
+    add_precision_argument(parser, default="auto")
+    add_workers_argument(
+        parser, default=2, what="data-loading processes (default 2)", old="--num-workers"
+    )
     parser.add_argument("--audio-policy", default=None, help="see `avsegformer train`")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -65,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..data import build_dataset
     from ..engine import dist
-    from ..engine.evaluator import evaluate, resolve_precision, write_result_json
+    from ..engine.evaluator import evaluate, resolve_precision
     from ..modeling.build import build_model
     from ..modeling.optimize import optimize
 
@@ -98,18 +110,19 @@ def run(args: argparse.Namespace) -> int:
             audio_mode=args.audio,
             precision=args.precision,
             save_masks=args.save_masks,
-            num_workers=args.num_workers,
+            num_workers=args.workers,
             progress=not args.no_progress,
             split=args.split,
         )
         result.config = config.name
         result.checkpoint = str(args.checkpoint)
         if info.is_main:
-            suffix = "" if args.audio == "matched" else f"_{args.audio}"
-            path = Path(args.json or f"avsegformer_test_{config.name}_{args.split}{suffix}.json")
-            write_result_json(result, path)
-            print(result.format_table())
-            print(f"results written to {path}")
+            # With --json - the JSON owns standard output: the table goes to stderr.
+            print(result.format_table(), file=sys.stderr if args.json == "-" else sys.stdout)
+            if args.json:
+                written = write_json_output(args.json, result.to_dict())
+                if written:
+                    print(f"results written to {written}")
         return 0
     finally:
         dist.cleanup()

@@ -9,7 +9,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from ._common import add_config_arguments, add_device_arguments, resolve_config
+from ._common import (
+    add_config_arguments,
+    add_device_arguments,
+    add_precision_argument,
+    add_workers_argument,
+    resolve_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, help="dataset root (AVSBench layout)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<config>)")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from last.safetensors"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from last.safetensors to the same end; with "
+        "--set epochs=N or --max-steps N it goes on to the new end (the learning-rate "
+        "schedule is recomputed for it)",
     )
     parser.add_argument(
         "--pretrained",
@@ -29,7 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="initial weights: resnet50-19c8e357.pth, pvt_v2_b5.pth, vggish-10086976.pth, "
         "or a whole checkpoint to fine-tune",
     )
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train exactly N optimiser steps instead of the configuration's epochs (as "
+        "many epochs as that takes; the learning-rate schedule ends at step N)",
+    )
+    add_workers_argument(parser, default=None, what="data-loading processes (default: the "
+                         "configuration's num_workers)")  # fmt: skip
+    add_precision_argument(
+        parser,
+        default=None,
+        what="autocast precision: auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16, fp16 "
+        "(CUDA) (default: the configuration's precision)",
+    )
     parser.add_argument(
         "--save-every", type=int, default=200, metavar="STEPS", help="checkpoint interval"
     )
@@ -49,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
 
     info = dist.init_distributed()
     try:
-        config = resolve_config(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if args.workers is not None:
+            overrides.append(f"num_workers={args.workers}")
+        if args.precision is not None:
+            overrides.append(f"precision={args.precision}")
+        config = resolve_config(args.config, overrides)
         out = Path(args.out) if args.out else Path("runs") / config.name
         dataset_options = {}
         if args.audio_policy:
@@ -79,11 +109,16 @@ def run(args: argparse.Namespace) -> int:
             )
         result = trainer.fit()
         if info.is_main:
-            print(
-                f"done: {result.steps} steps, best val mIoU {result.best_miou:.4f} "
-                f"(F {result.best_fscore:.4f}) at epoch {result.best_epoch + 1}; "
-                f"checkpoints in {out}"
-            )
+            if result.already_finished:
+                print(f"nothing to do: the run in {out} is finished ({result.steps} steps)")
+            elif result.best_epoch:
+                print(
+                    f"done: {result.steps} steps; best validation mIoU {result.best_miou:.4f}, "
+                    f"F {result.best_fscore:.4f} (epoch {result.best_epoch}); "
+                    f"checkpoints in {out}"
+                )
+            else:
+                print(f"done: {result.steps} steps (no validation); checkpoints in {out}")
         return 0
     finally:
         dist.cleanup()

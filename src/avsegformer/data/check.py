@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..audio import read_audio
 from ..errors import AVSegFormerError
+from ..progress import progress_bar
 from .avsbench import (
     SPLITS,
     AVSBenchDataset,
@@ -148,9 +147,7 @@ def check_dataset(
     by_split = {split: [e for e in entries if e.split == split] for split in wanted}
     total = sum(len(v) for v in by_split.values())
     reports = []
-    with tqdm(
-        total=total, desc=f"checking {task.upper()}", unit="video", disable=not progress
-    ) as bar:
+    with progress_bar(total, f"checking {task.upper()}", "video", enabled=progress) as bar:
         for split in wanted:
             report = SplitReport(split)
             reports.append(report)

@@ -851,7 +851,9 @@ def iter_audio(
         container.close()
         if not allow_silent:
             raise NoAudioStreamError(
-                f"{path}: no audio stream (pass --allow-silent to use silence)"
+                f"{path}: no audio stream",
+                hint="pass allow_silent=True to use silence",
+                cli_hint="pass --allow-silent to use silence",
             )
         return _silence(path, target_rate or 16000, mono, chunk_seconds)
     stream.thread_type = "AUTO"
@@ -1095,7 +1097,9 @@ class VideoWriter:
                 logger.info("%s: no audio stream; the output will be silent", source)
                 return False
             raise NoAudioStreamError(
-                f"{source}: no audio stream (pass --allow-silent to write a silent video)"
+                f"{source}: no audio stream",
+                hint="pass missing_ok=True to write a silent video",
+                cli_hint="pass --allow-silent to write a silent video",
             )
         codec = stream.codec_context.name
         if copy is None:

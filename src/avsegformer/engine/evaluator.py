@@ -35,6 +35,7 @@ from ..audio import SAMPLE_RATE, SILENCE_LOG_MEL, waveform_to_examples
 from ..data.avsbench import AVBatch, AVSample, collate
 from ..data.classes import AVSS_CLASSES
 from ..errors import ConfigError
+from ..progress import track
 from . import dist
 from .metrics import AVSSMetric, BinaryMetric
 
@@ -76,7 +77,8 @@ class EvalResult:
         return out
 
     def format_table(self) -> str:
-        """A human-readable table (mIoU and F ×100, as papers print them)."""
+        """A human-readable table (mIoU and F as fractions in [0, 1], as everywhere in
+        avsegformer; papers print them x100)."""
         head = f"{self.config or 'model'} | {self.task} {self.split} | audio {self.audio_mode}"
         mode = self.metric_mode + (
             f" ({self.videos_per_group} videos/group)" if self.videos_per_group else ""
@@ -84,7 +86,7 @@ class EvalResult:
         lines = [
             head,
             f"  videos {self.num_videos}  frames {self.num_frames}  metric {mode}",
-            f"  mIoU {100 * self.miou:6.2f}   F-score {100 * self.fscore:6.2f}",
+            f"  mIoU {self.miou:.4f}   F-score {self.fscore:.4f}",
         ]
         if self.per_class:
             lines.append("  per class (classes seen in prediction or ground truth):")
@@ -92,8 +94,8 @@ class EvalResult:
             for row in self.per_class:
                 if row["frames"]:
                     lines.append(
-                        f"    {row['id']:>3} {row['name']:<16} {100 * row['iou']:6.2f} "
-                        f"{100 * row['fscore']:6.2f} {row['frames']:>7}"
+                        f"    {row['id']:>3} {row['name']:<16} {row['iou']:6.4f} "
+                        f"{row['fscore']:6.4f} {row['frames']:>7}"
                     )
         lines.append(
             f"  time {self.seconds:.1f} s (forward {self.forward_seconds:.1f} s, "
@@ -288,10 +290,13 @@ def evaluate(
     total = math.ceil(
         len(shard_indices(len(dataset), dist.get_rank(), dist.get_world_size())) / batch_size
     )  # type: ignore[arg-type]
-    if progress and dist.is_main_process():
-        from tqdm import tqdm
-
-        batches = tqdm(batches, total=total, desc=f"eval {task} {split}".strip(), unit="batch")
+    batches = track(
+        batches,
+        total,
+        f"eval {task} {split}".strip(),
+        "batch",
+        enabled=progress and dist.is_main_process(),
+    )
     for indices, batch in batches:
         batch = batch.to(device)
         frames, audio, temporal_mask = model_inputs(batch, task)

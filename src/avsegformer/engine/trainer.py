@@ -16,6 +16,15 @@ One :class:`Trainer` runs the same way in a single process and under
   continues mid-epoch and ends with the same weights as an uninterrupted run.
 * Mixed precision on CUDA (bfloat16 autocast, or float16 with a gradient scaler);
   plain float32 on CPU unless asked otherwise.
+
+How long a run is (:attr:`Trainer.total_steps`, the end of the learning-rate schedule):
+``train.epochs`` passes over the training set, or exactly ``max_steps`` optimiser steps
+when that is given (as many epochs as that takes; the schedule is sized to it).
+``resume`` continues a run to the same end. With a changed end (``train.epochs`` or
+``max_steps`` differing from the saved run's) the schedule is recomputed for the new end
+and the learning rate follows it from the restored step; the log says so. A run resumed
+at its end trains nothing and says that it is finished. Epochs are numbered from 1 in
+everything written (console, ``log.jsonl``/``log.csv``, ``train_summary.json``).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from ..data import build_dataset, collate
 from ..errors import CheckpointError, ConfigError, DataError
 from ..modeling.build import build_model
 from ..modeling.optimize import optimize
+from ..progress import progress_bar
 from ..zoo import Config
 from . import dist
 from .evaluator import (
@@ -76,6 +86,8 @@ class TrainOptions:
     # whole checkpoint to fine-tune from.
     pretrained: Sequence[str | os.PathLike[str]] = ()
     device: str | None = None
+    # Exactly this many optimiser steps (the schedule is sized to it), instead of
+    # train.epochs. With resume: None keeps the saved run's end.
     max_steps: int | None = None
     save_every_steps: int = 200
     log_every_steps: int = 20
@@ -88,6 +100,9 @@ class TrainOptions:
 
 @dataclass
 class TrainResult:
+    """Summary of :meth:`Trainer.fit` (``train_summary.json``); epochs count from 1,
+    ``best_epoch`` is 0 when nothing was validated; mIoU and F are fractions in [0, 1]."""
+
     out_dir: str
     epochs: int
     steps: int
@@ -98,6 +113,9 @@ class TrainResult:
     best_checkpoint: str | None
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    total_steps: int = 0
+    # True when the run was already at its end (a resume with nothing left to train).
+    already_finished: bool = False
 
 
 @dataclass
@@ -156,12 +174,20 @@ class Trainer:
         self.info = dist.current_info()
         self.device = torch.device(options.device) if options.device else self.info.device
         last = self.out_dir / LAST
+        saved: Any = None
         if options.resume:
             if not last.is_file():
                 raise CheckpointError(
                     f"nothing to resume: {last} does not exist (start without --resume)"
                 )
-            config = self._resumed_config(config, last)
+            saved = read_checkpoint(last)
+            if saved.metadata.get("kind") != "training_state":
+                raise CheckpointError(
+                    f"{last} is not a training state written by avsegformer train"
+                )
+            config = self._resumed_config(config, last, saved)
+        if options.max_steps is not None and options.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {options.max_steps}")
         self.config = config
         cfg = config.train
         self.task = config.data.task
@@ -197,6 +223,7 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // self.local_batch + (
             1 if len(self.sampler) % self.local_batch else 0
         )
+        self.max_steps, self.total_steps, self._schedule_note = self._schedule_end(saved)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LearningRateSchedule(cfg.scheduler, cfg.warmup_steps, self.total_steps)
         )
@@ -208,11 +235,13 @@ class Trainer:
         self.log = RunLogger(self.out_dir, enabled=self.info.is_main)
         self._wrapped: nn.Module | None = None
         self._wrapped_frozen: bool | None = None
-        if options.resume:
-            self._restore(last)
+        if saved is not None:
+            self._restore(last, saved)
         elif self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(config.to_json())
+        if self.info.is_main:
+            self._describe_schedule()
 
     # ------------------------------------------------------------------ building
     def _build_model(self) -> nn.Module:
@@ -252,13 +281,62 @@ class Trainer:
             raise DataError(f"the {split} split under {self.options.data_root} has no videos")
         return dataset
 
-    @property
-    def total_steps(self) -> int:
-        steps = self.steps_per_epoch * self.config.train.epochs
-        return min(steps, self.options.max_steps) if self.options.max_steps else steps
+    def _schedule_end(self, saved: Any) -> tuple[int | None, int, str]:
+        """(max_steps in force, the step the run ends at, a note when a resume moved it)."""
+        natural = self.steps_per_epoch * self.config.train.epochs
+        requested = self.options.max_steps
+        if saved is None:
+            return requested, requested or natural, ""
+        schedule = saved.metadata.get("schedule") or {}
+        recorded_end = int(schedule.get("total_steps") or natural)
+        recorded_max = schedule.get("max_steps")
+        saved_epochs = int(schedule.get("epochs") or saved.config.train.epochs)
+        if requested is not None:
+            max_steps, end = requested, requested
+        elif self.config.train.epochs != saved_epochs:
+            max_steps, end = None, natural  # the new epochs define the end
+        else:
+            max_steps, end = recorded_max, recorded_end
+        note = ""
+        if end != recorded_end:
+            how = (
+                f"max_steps={requested}"
+                if requested is not None
+                else (f"epochs={self.config.train.epochs} (was {saved_epochs})")
+            )
+            note = (
+                f"schedule changed by {how}: it now ends at step {end} instead of "
+                f"{recorded_end}; the learning rate follows the recomputed schedule from "
+                "the restored step"
+            )
+        return max_steps, end, note
 
-    def _resumed_config(self, requested: Config, last: Path) -> Config:
-        saved = read_checkpoint(last).config
+    def _describe_schedule(self) -> None:
+        cfg = self.config.train
+        total, per_epoch = self.total_steps, self.steps_per_epoch
+        epochs = math.ceil(total / per_epoch)
+        source = (
+            f"max_steps={self.max_steps}; epochs={cfg.epochs} would be {per_epoch * cfg.epochs}"
+            if self.max_steps is not None
+            else f"epochs={cfg.epochs}"
+        )
+        logger.info(
+            "schedule: %d steps (%d epoch%s of %d steps; %s), %s learning rate %g, "
+            "warm-up %d steps",
+            total, epochs, "s" if epochs != 1 else "", per_epoch, source, cfg.scheduler,
+            cfg.lr, cfg.warmup_steps,
+        )  # fmt: skip
+        if cfg.warmup_steps >= total:
+            logger.warning(
+                "the warm-up (%d steps) is as long as the whole run (%d steps): the learning "
+                "rate never reaches its base value %g",
+                cfg.warmup_steps,
+                total,
+                cfg.lr,
+            )
+
+    def _resumed_config(self, requested: Config, last: Path, contents: Any) -> Config:
+        saved = contents.config
         if saved is None:
             raise CheckpointError(f"{last} records no configuration; cannot resume from it")
         if saved.name != requested.name:
@@ -308,17 +386,24 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(self) -> TrainResult:
-        """Train to the end of the schedule (or ``max_steps``); returns the summary."""
+        """Train to :attr:`total_steps`; returns the summary."""
         start = time.perf_counter()
-        cfg = self.config.train
         history: list[dict[str, Any]] = []
-        stop = False
-        while self.progress.epoch < cfg.epochs and not stop:
+        finished_already = self.progress.global_step >= self.total_steps
+        if finished_already and self.info.is_main:
+            logger.info(
+                "the run in %s is finished (step %d of %d): nothing to train; to train longer, "
+                "resume with --set epochs=N or --max-steps N",
+                self.out_dir,
+                self.progress.global_step,
+                self.total_steps,
+            )
+        while self.progress.global_step < self.total_steps:
             epoch = self.progress.epoch
-            stop = self._train_epoch(epoch)
-            final = stop or epoch == cfg.epochs - 1
-            # Validate on the schedule, and always the final weights (end of the last
-            # epoch, or wherever max_steps stopped) so that best.safetensors considers them.
+            self._train_epoch(epoch)
+            # Validate on the schedule, and always the final weights (wherever the run
+            # ends) so that best.safetensors considers them.
+            final = self.progress.global_step >= self.total_steps
             record = self._maybe_validate(epoch, force=final)
             if record:
                 history.append(record)
@@ -331,17 +416,19 @@ class Trainer:
         dist.barrier()
         result = TrainResult(
             out_dir=str(self.out_dir),
-            epochs=self.progress.epoch,
+            epochs=self.progress.epoch + (1 if self.progress.step_in_epoch else 0),
             steps=self.progress.global_step,
             best_miou=self.progress.best_miou,
             best_fscore=self.progress.best_fscore,
-            best_epoch=self.progress.best_epoch,
+            best_epoch=self.progress.best_epoch + 1,
             last_checkpoint=str(self.out_dir / LAST),
             best_checkpoint=str(self.out_dir / BEST) if (self.out_dir / BEST).exists() else None,
             seconds=time.perf_counter() - start,
             history=history,
+            total_steps=self.total_steps,
+            already_finished=finished_already,
         )
-        if self.info.is_main:
+        if self.info.is_main and not finished_already:
             _write_json(self.out_dir / "train_summary.json", dataclasses.asdict(result))
         return result
 
@@ -361,52 +448,60 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.train.seed + epoch),
         )
 
-    def _train_epoch(self, epoch: int) -> bool:
-        """Run the remaining steps of ``epoch``; returns True when ``max_steps`` is hit."""
+    def _train_epoch(self, epoch: int) -> None:
+        """Run the remaining steps of ``epoch`` (stopping at :attr:`total_steps`)."""
         net = self._set_phase(epoch)
         self._train_mode()
         loader = self._loader(epoch)
-        bar = None
-        if self.options.progress and self.info.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=self.steps_per_epoch,
-                initial=self.progress.step_in_epoch,
-                desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
-                unit="step",
-                leave=False,
-            )
+        steps_left = self.total_steps - self.progress.global_step
+        in_epoch = min(self.steps_per_epoch, self.progress.step_in_epoch + steps_left)
+        bar = progress_bar(
+            in_epoch,
+            f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
+            "step",
+            initial=self.progress.step_in_epoch,
+            enabled=self.options.progress and self.info.is_main,
+        )
         window: dict[str, float] = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
         window_start = time.perf_counter()
-        for batch in loader:
-            parts = self._step(net, batch)
-            self.progress.step_in_epoch += 1
-            self.progress.global_step += 1
-            for key in ("loss", "iou_loss", "mix_loss"):
-                window[key] += parts[key]
-            window["n"] += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{parts['loss']:.4f}")
-            step = self.progress.global_step
-            if step % self.options.log_every_steps == 0 or (
-                self.progress.step_in_epoch == self.steps_per_epoch
-            ):
-                self._log_train(epoch, window, time.perf_counter() - window_start)
-                window = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
-                window_start = time.perf_counter()
-            if self.options.on_step_end is not None:
-                self.options.on_step_end(self)
-            if self.options.save_every_steps and step % self.options.save_every_steps == 0:
-                self._save_last()
-            if self.options.max_steps and step >= self.options.max_steps:
-                if bar is not None:
-                    bar.close()
-                return True
-        if bar is not None:
-            bar.close()
-        return False
+        first_step = self.progress.global_step + 1
+        largest_lr = 0.0
+        with bar:
+            for batch in loader:
+                self._step_lr = self.optimizer.param_groups[0]["lr"]  # this step's
+                largest_lr = max(largest_lr, self._step_lr)
+                parts = self._step(net, batch)
+                self.progress.step_in_epoch += 1
+                self.progress.global_step += 1
+                for key in ("loss", "iou_loss", "mix_loss"):
+                    window[key] += parts[key]
+                window["n"] += 1
+                bar.update(1, loss=f"{parts['loss']:.4f}")
+                step = self.progress.global_step
+                last = step >= self.total_steps
+                if (
+                    step % self.options.log_every_steps == 0
+                    or self.progress.step_in_epoch == self.steps_per_epoch
+                    or last
+                ):
+                    self._log_train(epoch, window, time.perf_counter() - window_start)
+                    window = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
+                    window_start = time.perf_counter()
+                if self.options.on_step_end is not None:
+                    self.options.on_step_end(self)
+                if self.options.save_every_steps and step % self.options.save_every_steps == 0:
+                    self._save_last()
+                if last:
+                    break
+        if largest_lr == 0.0 and self.progress.global_step >= first_step and self.info.is_main:
+            logger.warning(
+                "the learning rate was 0 for every step of epoch %d (steps %d-%d): the weights "
+                "did not change; the schedule ends at step %d",
+                epoch + 1,
+                first_step,
+                self.progress.global_step,
+                self.total_steps,
+            )
 
     def _step(self, net: nn.Module, batch: Any) -> dict[str, float]:
         batch = batch.to(self.device, non_blocking=True)
@@ -441,16 +536,42 @@ class Trainer:
             values = dist.all_reduce_tensor(values.to(self.device)).cpu() / self.info.world_size
         record = {
             "kind": "train",
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "step": self.progress.global_step,
             "loss": float(values[0]),
             "iou_loss": float(values[1]),
             "mix_loss": float(values[2]),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self._step_lr,  # the learning rate of the last step logged
             "seconds": seconds,
             "samples_per_second": n * self.config.train.batch_size / max(seconds, 1e-9),
         }
         self.log.log(record)
+        self._check_weights_moved(record["lr"])
+
+    def _check_weights_moved(self, lr: float) -> None:
+        """Warn when the trained weights are bit-identical to the previous log line's
+        although the optimiser stepped (a zero learning rate, no gradients reaching them)."""
+        if not self.info.is_main:
+            return
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        if not trained:
+            return
+        with torch.no_grad():
+            norms = torch.stack([p.detach().float().norm() for p in trained])
+        fingerprint = norms.cpu().numpy().tobytes()
+        previous, self._weights_fingerprint = (
+            getattr(self, "_weights_fingerprint", None),
+            (fingerprint, self.progress.global_step),
+        )
+        if previous is not None and previous[0] == fingerprint:
+            logger.warning(
+                "the trained weights did not change from step %d to step %d although the "
+                "optimiser stepped (learning rate %g): check the schedule, the learning rate "
+                "and which parts are frozen",
+                previous[1],
+                self.progress.global_step,
+                lr,
+            )
 
     # ------------------------------------------------------------------ validation
     def _maybe_validate(self, epoch: int, *, force: bool = False) -> dict[str, Any] | None:
@@ -463,7 +584,7 @@ class Trainer:
         result = self.validate()
         record = {
             "kind": "val",
-            "epoch": epoch,
+            "epoch": epoch + 1,
             "step": self.progress.global_step,
             "miou": result.miou,
             "fscore": result.fscore,
@@ -482,7 +603,7 @@ class Trainer:
                     self.out_dir / BEST,
                     config=self.config,
                     metadata={
-                        "epoch": epoch,
+                        "epoch": epoch + 1,
                         "step": self.progress.global_step,
                         "val_miou": result.miou,
                         "val_fscore": result.fscore,
@@ -535,6 +656,11 @@ class Trainer:
             "rng": rng_records,
             "world_size": self.info.world_size,
             "steps_per_epoch": self.steps_per_epoch,
+            "schedule": {
+                "total_steps": self.total_steps,
+                "max_steps": self.max_steps,
+                "epochs": self.config.train.epochs,
+            },
         }
         save_checkpoint(
             self.model, self.out_dir / LAST, config=self.config, metadata=metadata,
@@ -542,11 +668,8 @@ class Trainer:
         )  # fmt: skip
         dist.barrier()
 
-    def _restore(self, path: Path) -> None:
-        contents = read_checkpoint(path)
+    def _restore(self, path: Path, contents: Any) -> None:
         meta = contents.metadata
-        if meta.get("kind") != "training_state":
-            raise CheckpointError(f"{path} is not a training state written by avsegformer train")
         self.model.load_state_dict(
             {k: v.to(self.device) for k, v in contents.state_dict.items()}, strict=True
         )
@@ -554,6 +677,17 @@ class Trainer:
             optimizer_state_from_tensors(contents.extra_tensors, meta["optimizer"])
         )
         self.scheduler.load_state_dict(meta["scheduler"])
+        # LambdaLR restores its schedule object's fields (the saved run's end); the end
+        # is this run's (the same unless epochs or max_steps changed).
+        schedule = LearningRateSchedule(
+            self.config.train.scheduler, self.config.train.warmup_steps, self.total_steps
+        )
+        self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
+        if self._schedule_note:
+            for group, base in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, strict=True
+            ):
+                group["lr"] = base * schedule(self.scheduler.last_epoch)
         if meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
         self.progress = Progress(**meta["progress"])
@@ -575,11 +709,14 @@ class Trainer:
         self.log.truncate_after(self.progress.global_step)
         if self.info.is_main:
             logger.info(
-                "resumed from %s at epoch %d, step %d",
+                "resumed from %s at epoch %d, step %d of %d",
                 path,
                 self.progress.epoch + 1,
                 self.progress.global_step,
+                self.total_steps,
             )
+            if self._schedule_note:
+                logger.warning("%s", self._schedule_note)
 
 
 def optimised_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -422,11 +422,9 @@ def generate_dataset(
     logger.info("generating %d %s videos (%s) at %dx%d into %s", len(jobs), task.upper(),
                 ", ".join(f"{k} {v}" for k, v in counts.items()), width, height, out)  # fmt: skip
     try:
-        from tqdm import tqdm
+        from ...progress import track
 
-        rows = list(
-            tqdm(_run_jobs(jobs, workers), total=len(jobs), disable=not progress, unit="video")
-        )
+        rows = list(track(_run_jobs(jobs, workers), len(jobs), "synth", "video", enabled=progress))
         _write_csv(
             partial / _METADATA_FILE[task], _CSV_HEADER[task], rows, trailing_newline=task != "avss"
         )
