@@ -656,8 +656,8 @@ class Predictor:
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Run the model: ``(frames, audio)`` from :meth:`prepare` -> float32 logits
-        [N, C, S, S] (C = 1 for binary models, 71 for AVSS), under bfloat16 autocast if
-        the predictor's dtype says so."""
+        [N, C, S, S] (C = 1 for binary models, 71 for AVSS), under autocast in the
+        predictor's dtype when it is bfloat16 or float16."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32

@@ -305,8 +305,9 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json and args.json != "-":
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        from ._common import write_json_output
+
+        write_json_output(args.json, report)
     return 0
 
 

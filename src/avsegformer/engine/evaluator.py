@@ -17,7 +17,6 @@ another clip of the split, a fixed derangement so no clip keeps its own).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -415,13 +414,3 @@ def save_prediction_masks(
                 save_binary_mask_png(path, mask)
                 written.append(path)
     return written
-
-
-def write_result_json(result: EvalResult, path: str | os.PathLike[str]) -> Path:
-    """Write ``result`` as JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2))
-    os.replace(tmp, path)
-    return path
