@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, CheckpointMismatchError, ConfigError
+from .fileio import atomic_path
 from .zoo import Config, get_config, list_models
 
 logger = logging.getLogger(__name__)
@@ -496,14 +497,8 @@ def save_checkpoint(
             seen.add(tensor.untyped_storage().data_ptr())
             tensors[prefix + key] = tensor
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata=header)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -9,12 +9,15 @@ traceback, and the exit status is 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
+import signal
 import sys
 
 from . import __version__, progress
-from .errors import AVSegFormerError
+from .errors import AVSegFormerError, Terminated
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for old, new in deprecated_used(argv, getattr(args, "_aliases", None) or {}):
         logging.getLogger("avsegformer").warning("%s is deprecated: use %s", old, new)
+    _terminate_with_exception()
     try:
         if progress.on_terminal():
             from tqdm.contrib.logging import logging_redirect_tqdm
@@ -94,9 +98,38 @@ def main(argv: list[str] | None = None) -> int:
         if details and args.verbose:
             print(details, file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        from .fileio import os_error_text
+
+        print(f"avsegformer {args.command}: error: {os_error_text(exc)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"avsegformer {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"avsegformer {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# Errors of the machine, not of the program: disk full, quota, read-only, permissions.
+_ENVIRONMENT_ERRNOS = {
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM")
+    if hasattr(errno, name)
+}
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _terminate_with_exception() -> None:
+    """SIGTERM raises :class:`Terminated`, so ``finally`` blocks remove temporaries."""
+    # Not in the main thread (main() called from a thread): leave the signal alone.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

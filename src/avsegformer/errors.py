@@ -106,6 +106,18 @@ class OutputExistsError(AVSegFormerError, FileExistsError):
     """An output folder exists already (pass ``--overwrite`` to replace it)."""
 
 
+class OutputNotWritableError(AVSegFormerError, PermissionError):
+    """An output path that cannot be written (read-only, a file where a folder must be...).
+
+    Raised before the work starts (:func:`avsegformer.fileio.check_writable`).
+    """
+
+
+class NonFiniteError(AVSegFormerError, ValueError):
+    """NaN or infinite values where finite ones are required: an input file, a model
+    input, a checkpoint tensor, a training loss or gradient. The message says where."""
+
+
 class ShapeError(AVSegFormerError, ValueError):
     """A tensor argument with the wrong shape, dtype or values (losses, metrics, model inputs).
 
@@ -135,3 +147,10 @@ class EmptyVideoError(VideoError):
 
 class MetricError(AVSegFormerError, ValueError):
     """A metric result that cannot be computed (e.g. ``compute()`` before any ``update()``)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised as an exception by the command line so cleanup runs (exit 143).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: ``except Exception`` does not catch it.
+    """

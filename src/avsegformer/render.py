@@ -21,7 +21,6 @@ one small PIL draw per class present, contours a few numpy passes.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from avsegformer.data.classes import AVSS_CLASSES, avss_palette
+
+from .fileio import atomic_path
 
 __all__ = [
     "AVSS_SAVE_SIZE",
@@ -290,13 +291,8 @@ def _draw_class_labels(
 def _save_atomically(image: Image.Image, path: PathLike) -> Path:
     """Save a PNG to a temporary sibling, then rename it to ``path``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")
     return path
 
 

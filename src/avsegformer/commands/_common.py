@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fileio import atomic_write_text
 from ..zoo import Config, get_config
 
 
@@ -140,12 +141,7 @@ def write_json_output(path: str, value: object) -> str | None:
     if path == "-":
         print(text, end="")
         return None
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(target)
-    return str(target)
+    return str(atomic_write_text(path, text))
 
 
 def add_workers_argument(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, MissingFileError
+from ..fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +192,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds_taken": round(time.perf_counter() - started, 2),
     }
     metrics_path = out / "metrics.json"
-    temporary = metrics_path.with_name(f".{metrics_path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(temporary, metrics_path)
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
 
     print(f"generated video:  {video}  ({args.seconds} s, {size[0]}x{size[1]}, with sound)")
     print(f"overlay:          {folder / 'overlay.mp4'}")

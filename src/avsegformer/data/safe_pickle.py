@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import io
 import logging
-import os
 import pickle
 import struct
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError, MissingFileError, UnsafePickleError
+from ..fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -268,12 +268,6 @@ def write_logmel_pkl(
         )
     tensor = tensor.detach().to("cpu", torch.float32).contiguous().clone()
     tensor.requires_grad_(requires_grad)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            pickle.dump(tensor, handle, protocol=4)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        pickle.dump(tensor, handle, protocol=4)
     return path

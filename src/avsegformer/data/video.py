@@ -53,7 +53,6 @@ import contextlib
 import logging
 import math
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -75,6 +74,8 @@ from avsegformer.errors import (
     UnsupportedCodecError,
     VideoError,
 )
+
+from ..fileio import temporary_sibling
 
 __all__ = [
     "AVSBENCH_FRAME_OFFSET",
@@ -976,7 +977,7 @@ def _named_layout(layout: av.AudioLayout) -> str:
 
 def _temporary_sibling(path: Path) -> Path:
     """A hidden name next to ``path`` with the same suffix (FFmpeg picks the format by it)."""
-    return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+    return temporary_sibling(path, keep_suffix=True)
 
 
 class VideoWriter:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from ..fileio import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,7 @@ class RunLogger:
         if not self.enabled or not self.jsonl_path.exists():
             return
         kept = [r for r in self.records() if int(r.get("step", 0)) <= step]
-        tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.jsonl_path)
+        atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
         self._rewrite_csv(kept)
 
     def log(self, record: dict[str, Any]) -> None:
@@ -76,12 +73,10 @@ class RunLogger:
             return [json.loads(line) for line in f if line.strip()]
 
     def _rewrite_csv(self, records: list[dict[str, Any]]) -> None:
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.csv_path) as temporary, open(temporary, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)
-        os.replace(tmp, self.csv_path)
 
     def plot(self) -> Path | None:
         """Write ``curves.png`` (training loss per step, validation metrics per epoch)."""
@@ -120,10 +115,9 @@ class RunLogger:
             ax.legend()
         fig.tight_layout()
         path = self.out_dir / "curves.png"
-        tmp = self.out_dir / "curves.tmp.png"
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(path, keep_suffix=True) as temporary:
+            fig.savefig(temporary, dpi=100)
         plt.close(fig)
-        os.replace(tmp, path)
         return path
 
     def close(self) -> None:

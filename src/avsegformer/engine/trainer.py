@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
 from ..data import build_dataset, collate
 from ..errors import CheckpointError, ConfigError, DataError
+from ..fileio import atomic_write_text
 from ..modeling.build import build_model
 from ..modeling.optimize import optimize
 from ..progress import progress_bar
@@ -753,6 +754,4 @@ class LearningRateSchedule:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2, default=str))

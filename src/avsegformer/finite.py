@@ -1,0 +1,39 @@
+"""The one check for NaN and infinite values, used wherever numbers enter.
+
+Readers call it on decoded files, the model on its inputs, checkpoint loading on its
+tensors and the trainer on losses and gradients, each naming what it checked, so a
+non-finite value is reported where it enters instead of surfacing as a wrong metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import NonFiniteError
+
+
+def non_finite_count(values: torch.Tensor | np.ndarray) -> int:
+    """How many elements of a floating tensor/array are NaN or infinite (0 for integers)."""
+    if isinstance(values, np.ndarray):
+        if not np.issubdtype(values.dtype, np.floating):
+            return 0
+        return int(values.size - np.count_nonzero(np.isfinite(values)))
+    if not (values.is_floating_point() or values.is_complex()):
+        return 0
+    return int(values.numel() - torch.isfinite(values).sum().item())
+
+
+def require_finite(values: torch.Tensor | np.ndarray, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` if ``values`` holds NaN or inf.
+
+    One reduction on the common path (``isfinite(...).all()``); counts only on failure.
+    """
+    if isinstance(values, np.ndarray):
+        if not np.issubdtype(values.dtype, np.floating) or np.isfinite(values).all():
+            return
+    elif not values.is_floating_point() or bool(torch.isfinite(values).all()):
+        return
+    bad = non_finite_count(values)
+    total = values.size if isinstance(values, np.ndarray) else values.numel()
+    raise NonFiniteError(f"{what}: {bad} of {total} values are NaN or infinite")
