@@ -21,7 +21,12 @@ from avsegformer.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from avsegformer.errors import CheckpointError, CheckpointMismatchError
+from avsegformer.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    NonFiniteCheckpointError,
+    NonFiniteError,
+)
 from avsegformer.modeling.build import build_model
 from avsegformer.zoo import get_config
 
@@ -292,8 +297,8 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     model = tiny()
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(model, tmp_path / "nope.pth")
-    with pytest.raises(CheckpointError, match="not a file"):
-        load_checkpoint(model, tmp_path)
+    with pytest.raises(CheckpointError, match="not found"):
+        build_model_from_checkpoint(tmp_path / "nope.safetensors")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(os.urandom(1000))
     with pytest.raises(CheckpointError, match=str(junk)):
@@ -356,3 +361,146 @@ def test_unknown_layout(tmp_path: Path) -> None:
     torch.save({"encoder.weight": torch.zeros(2)}, path)
     with pytest.raises(CheckpointMismatchError, match="unrecognised state-dict layout"):
         load_checkpoint(tiny(), path)
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=r"run is a folder, not a checkpoint file$"):
+        load_checkpoint(tiny(), run)
+    save_checkpoint(tiny(), run / "best.safetensors")
+    with pytest.raises(CheckpointError, match=r"is a folder.*holds best\.safetensors"):
+        build_model_from_checkpoint(run)
+
+
+# ------------------------------------------------- records checked before allocation
+def write_with_record(path: Path, state: dict, record: dict) -> Path:
+    """Our format, but with a hand-written configuration record (a crafted file)."""
+    from safetensors.torch import save_file
+
+    header = {
+        "format": "avsegformer",
+        "format_version": "1",
+        "config": json.dumps(record),
+        "config_name": str(record.get("name")),
+        "metadata": "{}",
+    }
+    save_file({f"model.{k}": v.contiguous() for k, v in state.items()}, path, metadata=header)
+    return path
+
+
+@pytest.fixture()
+def no_real_builds(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Fails any build_model call that is not on the meta device (nothing is allocated)."""
+    import avsegformer.modeling.build as build
+
+    original, calls = build.build_model, []
+
+    def meta_only(*args, **kwargs):
+        calls.append(kwargs.get("device"))
+        if str(kwargs.get("device")) != "meta":
+            raise AssertionError("a model was built for real before the file was checked")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(build, "build_model", meta_only)
+    return calls
+
+
+def test_crafted_configuration_record_is_refused_before_anything_is_built(
+    tmp_path: Path, no_real_builds: list
+) -> None:
+    # The tiny model's 7.6 MB of tensors under a record asking for 26 GB of weights.
+    record = get_config("tiny_s4").to_dict()
+    record["model"].update(embed_dim=65536, query_num=100000)
+    path = write_with_record(tmp_path / "crafted.safetensors", tiny().state_dict(), record)
+    for call in (read_checkpoint, build_model_from_checkpoint):
+        with pytest.raises(CheckpointMismatchError, match="does not describe its tensors") as e:
+            call(path)
+        assert ("audio_proj.weight", (64, 128), (65536, 128)) in e.value.mismatched
+        assert "audio_proj.weight (64, 128) vs configuration (65536, 128)" in str(e.value)
+    assert no_real_builds and all(d == "meta" for d in no_real_builds)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "match"),
+    [
+        ("model", "encoder_layers", 10**7, "implausible.*encoder_layers=10000000"),
+        ("model", "embed_dim", 2**40, "implausible.*embed_dim"),
+        ("model", "num_heads", -8, "implausible.*num_heads=-8"),
+        ("data", "img_size", 2**20, "implausible.*img_size"),
+        ("model", "embed_dim", 1e400, "malformed"),
+        ("model", "gn_groups", 7, "cannot be built"),
+        ("model", "gn_groups", 0, "cannot be built"),
+    ],
+)
+def test_implausible_records_are_refused(
+    tmp_path: Path, no_real_builds: list, section: str, field: str, value, match: str
+) -> None:
+    record = get_config("tiny_s4").to_dict()
+    record[section][field] = value
+    path = write_with_record(tmp_path / "odd.safetensors", tiny().state_dict(), record)
+    with pytest.raises(CheckpointError, match=match):
+        read_checkpoint(path)
+
+
+def test_a_file_that_does_not_fit_is_refused_before_the_model_is_built(
+    tmp_path: Path, no_real_builds: list
+) -> None:
+    path = tmp_path / "avss.pth"
+    torch.save(tiny("tiny_avss").state_dict(), path)
+    with pytest.raises(CheckpointMismatchError, match="does not fit"):
+        build_model_from_checkpoint(path, name="tiny_s4")
+    assert no_real_builds == ["meta"]
+
+
+# -------------------------------------------------------------- non-finite tensors
+@pytest.mark.parametrize("kind", ["safetensors", "pth"])
+def test_non_finite_tensors_are_reported_at_load(tmp_path: Path, kind: str) -> None:
+    model = tiny()
+    state = model.state_dict()
+    state["head.fc.0.weight"][0, 0, 0, :3] = float("nan")
+    state["audio_proj.bias"][1] = float("inf")
+    if kind == "pth":
+        path = tmp_path / "diverged.pth"
+        torch.save(state, path)
+    else:
+        path = save_checkpoint(state, tmp_path / "diverged.safetensors", config="tiny_s4")
+    target = tiny(seed=3)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(NonFiniteCheckpointError, match=r"2 of \d+ tensors hold NaN") as error:
+        load_checkpoint(target, path)
+    assert isinstance(error.value, NonFiniteError) and isinstance(error.value, CheckpointError)
+    assert error.value.counts == {"audio_proj.bias": 1, "head.fc.0.weight": 3}
+    assert "diverged" in str(error.value) and "head.fc.0.weight (3 values)" in str(error.value)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+    with pytest.raises(NonFiniteError):
+        build_model_from_checkpoint(path, name="tiny_s4")
+
+
+def test_non_finite_extra_tensors_are_reported(tmp_path: Path) -> None:
+    extra = {"optimizer.state.0.exp_avg": torch.tensor([1.0, float("nan")])}
+    path = save_checkpoint(tiny(), tmp_path / "last.safetensors", extra_tensors=extra)
+    with pytest.raises(NonFiniteCheckpointError, match="extra.optimizer.state.0.exp_avg"):
+        read_checkpoint(path)
+
+
+# ----------------------------------------------------------- another configuration
+def test_another_recorded_configuration_is_noted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ms3 = save_checkpoint(tiny("tiny_ms3"), tmp_path / "ms3.safetensors")
+    s4 = save_checkpoint(tiny("tiny_s4"), tmp_path / "s4.safetensors")
+    with caplog.at_level("WARNING", logger="avsegformer.checkpoint"):
+        load_checkpoint(tiny("tiny_s4"), s4)
+        assert not caplog.records
+        load_checkpoint(tiny("tiny_s4"), ms3)
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    assert "records the configuration 'tiny_ms3'" in message
+    assert "built as 'tiny_s4'" in message and "task ms3 vs s4" in message
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="avsegformer.checkpoint"):
+        model = build_model_from_checkpoint(ms3, name="tiny_s4")
+    assert model.config.name == "tiny_s4"
+    assert ["tiny_ms3" in r.getMessage() for r in caplog.records] == [True]

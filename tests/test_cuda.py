@@ -176,6 +176,32 @@ def test_cuda_graphs_capture_once_per_signature() -> None:
     assert graphs.captures == 3
 
 
+def test_cuda_graphs_check_inputs_before_every_replay() -> None:
+    """The NaN / inf check runs outside the capture (a sync there would abort it) and
+    before each replay (which runs no Python); model.check_inputs=False skips it."""
+    from avsegformer.errors import InputShapeError, NonFiniteError
+
+    model = build_model("tiny_s4").cuda().eval()
+    optimize(model, "cuda", cuda_graphs=True)
+    graphs = model.forward
+    frames, audio = torch.randn(2, 3, 128, 128).cuda(), torch.randn(2, 1, 96, 64).cuda()
+    bad = frames.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with torch.inference_mode():
+        with pytest.raises(NonFiniteError, match="frames given to the model"):
+            model(bad, audio)  # before the first capture
+        model(frames, audio)
+        assert graphs.captures == 1 and graphs.failures == 0
+        with pytest.raises(NonFiniteError, match="audio given to the model"):
+            model(frames, audio * float("inf"))  # a known signature: before the replay
+        with pytest.raises(InputShapeError, match="frames are on cpu"):
+            model(frames.cpu(), audio)
+        replays = graphs.replays
+        model.check_inputs = False
+        assert not torch.isfinite(model(bad, audio).logits).all()
+        assert graphs.replays == replays + 1 and graphs.failures == 0
+
+
 def test_predictor_on_cuda_equals_cpu() -> None:
     pytest.importorskip("av")
     from pathlib import Path

@@ -9,7 +9,7 @@ import torch
 
 import avsegformer
 from _reference import apply_weight_rule
-from avsegformer.errors import ConfigError, InputShapeError
+from avsegformer.errors import ConfigError, InputShapeError, NonFiniteError
 from avsegformer.modeling.avsegformer import AVSegFormer, AVSegFormerOutput
 from avsegformer.modeling.build import build_model
 from avsegformer.modeling.head import QueryMaskMLP
@@ -155,7 +155,7 @@ def test_unused_modules_do_not_influence_the_output(res50: AVSegFormer) -> None:
     [
         ((2, 1, 64, 64), (2, 1, 96, 64), None, "frames must be"),
         ((2, 3, 64, 80), (2, 1, 96, 64), None, "multiple of 32"),
-        ((2, 3, 64, 64), (3, 1, 96, 64), None, "one per frame"),
+        ((2, 3, 64, 64), (3, 1, 96, 64), None, "2 frame.s. but 3 audio example.s.; .* per frame"),
         ((2, 3, 64, 64), (2, 96, 64), None, "audio must be"),
         ((2, 3, 64, 64), (2, 1, 96, 64), (3,), "temporal_mask"),
     ],
@@ -164,6 +164,81 @@ def test_bad_inputs_raise_clear_errors(tiny, frames_shape, audio_shape, mask, ma
     m = None if mask is None else torch.ones(mask)
     with pytest.raises(InputShapeError, match=match):
         tiny(torch.zeros(frames_shape), torch.zeros(audio_shape), m)
+
+
+def test_non_finite_inputs_are_named_and_the_check_can_be_turned_off(tiny) -> None:
+    frames, audio = inputs(2)
+    bad_frames = frames.clone()
+    bad_frames[1, 0, 3, :2] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"^frames given to the model: 2 of 24576 values"):
+        tiny(bad_frames, audio)
+    bad_audio = audio.clone()
+    bad_audio[0, 0, 5, 7] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"^audio given to the model: 1 of"):
+        tiny(frames, bad_audio)
+    with pytest.raises(NonFiniteError, match="temporal_mask"):
+        tiny(frames, audio, torch.tensor([1.0, float("nan")]))
+    assert tiny.check_inputs
+    tiny.check_inputs = False
+    try:
+        with torch.no_grad():
+            logits = tiny(bad_frames, audio).logits  # the caller's choice: no check
+    finally:
+        tiny.check_inputs = True
+    assert not torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    ("frames", "audio", "match"),
+    [
+        (lambda f: f.double(), None, r"frames are torch.float64 .*pass frames.to\(torch.float32\)"),
+        (lambda f: f.half(), None, r"frames are torch.float16 but the model's weights are"),
+        (lambda f: f.bfloat16(), None, "torch.autocast"),
+        (None, lambda a: a.long(), r"audio must be a floating-point tensor .* got torch.int64"),
+        (None, lambda a: a.double(), "audio are torch.float64"),
+        (lambda f: f[:0], lambda a: a[:0], r"no frame \(N = 0\)"),
+        (lambda f: f.numpy(), None, r"frames must be a torch.Tensor .*numpy.ndarray.*from_numpy"),
+        (lambda f: list(f), None, r"frames must be a torch.Tensor .* list .*torch.stack"),
+        (None, lambda a: a.numpy(), r"audio must be a torch.Tensor"),
+        (None, lambda a: a[:1], r"2 frame\(s\) but 1 audio example"),
+        (lambda f: f[:, :1], None, r"\[N, 3, H, W\] \(RGB\), got \[2, 1, 64, 64\].*expand"),
+        (lambda f: torch.cat([f, f[:, :1]], 1), None, r"got \[2, 4, 64, 64\].*alpha"),
+        (lambda f: f.permute(0, 2, 3, 1), None, r"permute\(0, 3, 1, 2\)"),
+        (lambda f: f[0], None, r"frames\[None\]"),
+        (None, lambda a: a[:, 0], r"audio\[:, None\]"),
+        (
+            lambda f: f.to("meta"),
+            lambda a: a.to("meta"),
+            "frames are on meta but the model is on cpu",
+        ),
+    ],
+)
+def test_api_misuse_gets_input_shape_errors_with_the_fix(tiny, frames, audio, match) -> None:
+    f, a = inputs(2)
+    f = frames(f) if frames else f
+    a = audio(a) if audio else a
+    with pytest.raises(InputShapeError, match=match):
+        tiny(f, a)
+
+
+def test_autocast_dtypes_are_accepted_under_autocast(tiny) -> None:
+    frames, audio = inputs(1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for f in (frames, frames.bfloat16()):
+            assert tiny(f, audio.bfloat16()).logits.shape == (1, 1, 64, 64)
+        with pytest.raises(InputShapeError, match="float64"):
+            tiny(frames.double(), audio)
+
+
+def test_graph_replayer_reports_misuse_like_the_model(tiny) -> None:
+    from avsegformer.modeling.cuda_graphs import CUDAGraphForward
+
+    graphed = CUDAGraphForward(tiny, tiny.forward)
+    frames, audio = inputs(1)
+    with torch.no_grad(), pytest.raises(InputShapeError, match="torch.stack"):
+        graphed(list(frames), audio)
+    with torch.no_grad(), pytest.raises(NonFiniteError, match="frames"):
+        graphed(frames * float("nan"), audio)
 
 
 # -------------------------------------------------------------------------- training

@@ -29,6 +29,7 @@ from avsegformer.errors import (
     InputShapeError,
     MissingFileError,
     NoAudioStreamError,
+    NonFiniteError,
     NotAVideoError,
 )
 from avsegformer.modeling.avsegformer import AVSegFormerOutput
@@ -38,6 +39,7 @@ from avsegformer.predictor import (
     AUDIO_WINDOW_SECONDS,
     FramePrediction,
     Predictor,
+    Sample,
     iter_clip_samples,
     iter_video_samples,
 )
@@ -414,3 +416,45 @@ def test_bad_arguments_are_refused() -> None:
         predictor.predict_clip(
             np.zeros((2, 8, 8, 3), np.uint8), np.zeros(16000), 16000, frame_times=[0.0]
         )
+
+
+def test_tensor_methods_refuse_misuse_with_the_fix() -> None:
+    predictor = Predictor(tiny_model(img_size=64), device="cpu")
+    rng = np.random.default_rng(0)
+    clip = iter_clip_samples(
+        rng.integers(0, 256, (2, 40, 50, 3), dtype=np.uint8), np.zeros(32000), 16000
+    )
+    samples = list(clip)
+    frames, audio = predictor.prepare(samples)
+    cases = [
+        ((frames.double(), audio), "frames are torch.float64"),
+        ((frames.half(), audio), "frames are torch.float16"),
+        ((frames, audio.long()), "audio must be a floating-point tensor"),
+        ((frames[:0], audio[:0]), r"N = 0"),
+        ((frames.numpy(), audio), "torch.from_numpy"),
+        ((list(frames), audio), "torch.stack"),
+        ((frames, audio[:1]), r"2 frame\(s\) but 1 audio example"),
+        ((frames[:, :2], audio), r"\[N, 3, H, W\]"),
+    ]
+    for arguments, match in cases:
+        with pytest.raises(InputShapeError, match=match):
+            predictor.forward(*arguments)
+    with pytest.raises(NonFiniteError, match="audio given to the model"):
+        predictor.forward(frames, audio * float("inf"))
+    assert predictor.forward(frames, audio).shape == (2, 1, 64, 64)
+    with pytest.raises(InputShapeError, match="non-empty sequence of Sample"):
+        predictor.prepare([])
+    with pytest.raises(InputShapeError, match="pass \\[sample\\]"):
+        predictor.prepare(samples[0])
+    with pytest.raises(InputShapeError, match="Sample objects, got a ndarray"):
+        predictor.prepare([samples[0].frame])
+    odd = Sample(0, 0.9, 0.0, samples[0].frame.astype(np.float32), 0.0, samples[0].waveform, 0.0)
+    with pytest.raises(InputShapeError, match="sample 0: frame must be uint8"):
+        predictor.prepare([odd])
+    logits = predictor.forward(frames, audio)
+    with pytest.raises(InputShapeError, match=r"forward\(...\)\[i\]"):
+        predictor.postprocess(logits, (50, 40))
+    with pytest.raises(InputShapeError, match="width, height"):
+        predictor.postprocess(logits[0], (50, 0))
+    with pytest.raises(InputShapeError, match="sample_rate"):
+        predictor.predict_clip(np.zeros((1, 8, 8, 3), np.uint8), np.zeros(16000), 0)

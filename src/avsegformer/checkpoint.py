@@ -17,10 +17,18 @@ Formats read (detected from the file's content, not its name):
 
 A file that does not fit the model raises :class:`CheckpointMismatchError` listing the
 missing, unexpected and shape-mismatched keys; nothing is loaded in that case.
+
+Every file is checked before it is trusted: a configuration recorded in our format must
+describe the file's own tensors (compared, shape by shape, with the model built on the
+``meta`` device, which allocates nothing), so a damaged or crafted record cannot make a
+builder allocate gigabytes; tensors holding NaN or infinite values raise
+:class:`NonFiniteCheckpointError`; and :func:`build_model_from_checkpoint` compares the
+file with the model on the ``meta`` device before building it for real.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,9 +43,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, CheckpointMismatchError, ConfigError
+from .errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    NonFiniteCheckpointError,
+)
 from .fileio import atomic_path
-from .zoo import Config, get_config, list_models
+from .finite import non_finite_count
+from .zoo import Config, ModelConfig, get_config, list_models
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +66,20 @@ UNUSED_PREFIXES = ("backbone.layer3_2.", "backbone.layer4_2.", "head.fpn.", "hea
 
 _SHOWN = 5  # keys shown per category in error messages
 
+# Bounds on a configuration recorded in a file, checked before even a meta-device build:
+# layer counts run Python loops at build time, widths size every weight, and img_size
+# sizes every frame the pipelines make. Far above any real model (res50: 6 layers, 2048
+# wide, 512 px).
+_MAX_LAYERS = 1024
+_MAX_WIDTH = 2**24
+_MAX_IMG_SIZE = 8192
+_LAYER_COUNTS = ("encoder_layers", "decoder_layers", "generator_layers", "num_levels")
+# Model settings that change training only: a file recording other values still holds
+# the same network (no note when they differ).
+_TRAINING_ONLY = ("keep_unused_modules", "drop_path_rate", "dropout", "freeze_audio")
+
 StateDict = dict[str, torch.Tensor]
+Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass
@@ -182,40 +208,193 @@ def _read_safetensors(path: Path) -> CheckpointContents:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+            keys = list(f.keys())  # noqa: SIM118 - not a dict
+            # Shapes come from the header: nothing is read before the record is checked.
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys}
+            ours = meta.get("format") == FORMAT_NAME
+            config = _recorded_config(path, meta) if ours else None
+            if config is not None:
+                model_shapes = {
+                    k[len(MODEL_PREFIX) :]: v
+                    for k, v in shapes.items()
+                    if k.startswith(MODEL_PREFIX)
+                }
+                check_recorded_config(path, config, model_shapes)
+            tensors = {k: f.get_tensor(k) for k in keys}
+    except CheckpointError:
+        raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises several error types
         raise CheckpointError(f"cannot read {path} as safetensors ({exc})") from None
-    if meta.get("format") != FORMAT_NAME:
+    if not ours:
         return CheckpointContents(_strip_module_prefix(tensors), format="safetensors")
     try:
-        config = Config.from_dict(json.loads(meta["config"])) if meta.get("config") else None
         user_meta = json.loads(meta.get("metadata", "{}"))
-    except (json.JSONDecodeError, ConfigError) as exc:
+    except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: malformed avsegformer metadata ({exc})") from None
     state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     extra = {k[len(EXTRA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
     return CheckpointContents(state, config, user_meta, extra, format=FORMAT_NAME)
 
 
+def _recorded_config(path: Path, meta: Mapping[str, str]) -> Config | None:
+    """The configuration our format records in the header (``None`` if it records none)."""
+    if not meta.get("config"):
+        return None
+    try:
+        return Config.from_dict(json.loads(meta["config"]))
+    # A damaged or hand-made record: any of these, never a traceback.
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: malformed avsegformer metadata ({exc})") from None
+
+
+def _check_config_bounds(path: Path, config: Config) -> None:
+    """Refuse recorded values no real model has, before anything is built from them."""
+    model = config.model
+    problems = []
+    for item in dataclasses.fields(ModelConfig):
+        value = getattr(model, item.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, tuple) and len(value) > _MAX_LAYERS:
+            problems.append(f"{item.name} has {len(value)} entries")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int):
+                continue
+            if v < 0 or v > _MAX_WIDTH:
+                problems.append(f"{item.name}={v}")
+                break
+    for name in _LAYER_COUNTS:
+        if getattr(model, name) > _MAX_LAYERS:
+            problems.append(f"{name}={getattr(model, name)}")
+    if sum(model.backbone_depths) > _MAX_LAYERS:
+        problems.append(f"backbone_depths={model.backbone_depths}")
+    if config.data.img_size > _MAX_IMG_SIZE:
+        problems.append(f"img_size={config.data.img_size}")
+    if problems:
+        raise CheckpointError(
+            f"{path} records an implausible configuration {config.name!r} "
+            f"({', '.join(sorted(set(problems)))}); the file is damaged or not a real checkpoint"
+        )
+
+
+def check_recorded_config(path: str | os.PathLike[str], config: Config, shapes: Shapes) -> None:
+    """Check that ``config`` (recorded in ``path``) describes the file's model tensors.
+
+    The model is built on the ``meta`` device (no memory) and its state-dict shapes are
+    compared with ``shapes`` (``{key: shape}``, without the ``model.`` prefix); entries
+    of the modules the forward never uses (:data:`UNUSED_PREFIXES`) are left out on both
+    sides. Nothing of the configuration's size is allocated.
+
+    Raises:
+        CheckpointError: the configuration is implausible or cannot be built.
+        CheckpointMismatchError: keys or shapes differ (the message names them).
+    """
+    from .modeling.build import build_model
+
+    path = Path(path)
+    _check_config_bounds(path, config)
+    try:
+        meta_model = build_model(config, device="meta")
+    except Exception as exc:  # noqa: BLE001 - a hand-made record can upset any builder
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path} records a configuration {config.name!r} that cannot be built ({first})"
+        ) from None
+    expected = {
+        k: tuple(v.shape)
+        for k, v in meta_model.state_dict().items()
+        if not k.startswith(UNUSED_PREFIXES)
+    }
+    found = {k: v for k, v in shapes.items() if not k.startswith(UNUSED_PREFIXES)}
+    missing, unexpected, mismatched = _compare_shapes(expected, found)
+    if missing or unexpected or mismatched:
+        lines = [
+            f"{path}: the configuration it records ({config.name!r}) does not describe its "
+            f"tensors (entries: {_counts(missing, unexpected, mismatched)}); the file is "
+            "damaged or its record was edited",
+            *_detail_lines(missing, unexpected, mismatched, "configuration"),
+        ]
+        raise CheckpointMismatchError(
+            "\n".join(lines), missing=missing, unexpected=unexpected, mismatched=mismatched
+        )
+
+
+def _require_finite_tensors(path: Path, groups: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Raise :class:`NonFiniteCheckpointError` if any floating tensor holds NaN or inf.
+
+    ``groups`` maps a key prefix (``""``, ``"extra."``) to tensors; one reduction each.
+    """
+    counts: dict[str, int] = {}
+    total = 0
+    for prefix, tensors in groups.items():
+        for key, tensor in tensors.items():
+            total += 1
+            bad = non_finite_count(tensor)
+            if bad:
+                counts[prefix + key] = bad
+    if counts:
+        shown = ", ".join(f"{k} ({n} values)" for k, n in list(counts.items())[:_SHOWN])
+        more = f", ... (+{len(counts) - _SHOWN} more)" if len(counts) > _SHOWN else ""
+        raise NonFiniteCheckpointError(
+            f"{path}: {len(counts)} of {total} tensors hold NaN or infinite values "
+            f"({shown}{more}); the weights are unusable (a diverged training run or a "
+            "damaged file): use an earlier checkpoint",
+            counts,
+        )
+
+
+def require_checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a file.
+
+    Raises:
+        CheckpointError: it does not exist, or it is a folder (the message lists the
+            checkpoint files in it, e.g. a training run's ``best.safetensors``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        try:
+            inside = sorted(
+                p.name
+                for p in path.iterdir()
+                if p.suffix in (".safetensors", ".pth", ".pt") and p.is_file()
+            )
+        except OSError:
+            inside = []
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint file",
+            hint=f"it holds {_preview(inside)}: name one of them" if inside else None,
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: checkpoint file not found" if not path.exists() else f"not a file: {path}"
+        )
+    return path
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
     """Read any supported checkpoint file without building a model.
 
+    A configuration recorded in our format is checked against the file's tensor shapes
+    (on the ``meta`` device, before the tensors are read), and every tensor must be
+    finite.
+
     Raises:
-        CheckpointError: the file is missing, unreadable, corrupt or not a checkpoint.
+        CheckpointError: the file is missing, a folder, unreadable, corrupt or not a
+            checkpoint; or it records an implausible configuration.
+        CheckpointMismatchError: the recorded configuration does not describe the tensors.
+        NonFiniteCheckpointError: some tensors hold NaN or infinite values.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {path}" if not path.exists() else f"not a file: {path}"
-        )
+    path = require_checkpoint_file(path)
     kind = _sniff(path)
     if kind == "safetensors":
-        return _read_safetensors(path)
-    if kind == "torch":
-        return CheckpointContents(_read_torch(path), format="torch")
-    raise CheckpointError(
-        f"{path} is not a checkpoint: neither a PyTorch file (.pth) nor safetensors"
-    )
+        contents = _read_safetensors(path)
+    elif kind == "torch":
+        contents = CheckpointContents(_read_torch(path), format="torch")
+    else:
+        raise CheckpointError(
+            f"{path} is not a checkpoint: neither a PyTorch file (.pth) nor safetensors"
+        )
+    _require_finite_tensors(path, {"": contents.state_dict, "extra.": contents.extra_tensors})
+    return contents
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -255,19 +434,65 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 
 def _suggest_configs(state: Mapping[str, torch.Tensor]) -> list[str]:
     """Registered configurations whose state-dict shapes match ``state``."""
+    from .modeling.build import build_model
+
+    own = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
     matches = []
     for name in list_models():
-        from .modeling.build import build_model
-
         try:
             reference = build_model(name, device="meta").state_dict()
         except Exception:  # noqa: BLE001 - a broken registration must not hide the real error
             continue
-        own = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
-        ref = {k: v for k, v in reference.items() if not k.startswith(UNUSED_PREFIXES)}
-        if own.keys() == ref.keys() and all(own[k].shape == ref[k].shape for k in own):
+        ref = {k: tuple(v.shape) for k, v in reference.items() if not k.startswith(UNUSED_PREFIXES)}
+        if not any(_compare_shapes(ref, own)):
             matches.append(name)
     return matches
+
+
+def _compare_shapes(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]
+) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """``(missing, unexpected, mismatched)`` of ``found`` against ``expected`` (sorted;
+    ``mismatched`` holds ``(key, found shape, expected shape)``)."""
+    missing = sorted(k for k in expected if k not in found)
+    unexpected = sorted(k for k in found if k not in expected)
+    mismatched = [
+        (k, tuple(found[k]), tuple(expected[k]))
+        for k in sorted(expected.keys() & found.keys())
+        if tuple(found[k]) != tuple(expected[k])
+    ]
+    return missing, unexpected, mismatched
+
+
+def _counts(missing: list, unexpected: list, mismatched: list) -> str:
+    return ", ".join(
+        f"{n} {what}"
+        for n, what in (
+            (len(missing), "missing"),
+            (len(unexpected), "unexpected"),
+            (len(mismatched), "of another shape"),
+        )
+        if n
+    )
+
+
+def _detail_lines(
+    missing: list[str],
+    unexpected: list[str],
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    other: str,
+) -> list[str]:
+    """The lines listing offending keys (shown with ``-v`` on the command line)."""
+    lines = []
+    if missing:
+        lines.append(f"  missing in file ({len(missing)}): {_preview(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected in file ({len(unexpected)}): {_preview(unexpected)}")
+    if mismatched:
+        shown = ", ".join(f"{k} {a} vs {other} {b}" for k, a, b in mismatched[:_SHOWN])
+        more = f" (+{len(mismatched) - _SHOWN} more)" if len(mismatched) > _SHOWN else ""
+        lines.append(f"  shape mismatch ({len(mismatched)}): {shown}{more}")
+    return lines
 
 
 def _map_part(
@@ -301,13 +526,19 @@ def _map_part(
 _TWO_BRANCH = re.compile(r"^(layer[34])_[12]\.")
 
 
-def _apply(
+def _plan(
     model: nn.Module,
     contents: CheckpointContents,
     path: Path,
     strict: bool,
     expect_target: str | None = None,
-) -> LoadReport:
+) -> tuple[LoadReport, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Match the file's entries with the model's, copying nothing.
+
+    Returns the report and the ``(model tensor, file tensor)`` pairs to copy. Works on a
+    model built on the ``meta`` device (shapes only), which is how
+    :func:`build_model_from_checkpoint` checks a file before allocating the model.
+    """
     state = contents.state_dict
     layout = detect_layout(state)
     ignored: list[str] = []
@@ -339,68 +570,98 @@ def _apply(
         skip = sorted(k for k in state if k not in own and k.startswith(UNUSED_PREFIXES))
         ignored += skip
         state = {k: v for k, v in state.items() if k not in skip}
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted([k for k in state if k not in own] + unused)
-    mismatched = [
-        (k, tuple(state[k].shape), tuple(own[k].shape))
-        for k in sorted(own.keys() & state.keys())
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
+    missing, unexpected, mismatched = _compare_shapes(
+        {k: tuple(v.shape) for k, v in own.items()},
+        {k: tuple(v.shape) for k, v in state.items()},
+    )
+    unexpected = sorted(unexpected + unused)
     if mismatched or (strict and (missing or unexpected)):
         where = f"the model's {target!r}" if target else "the model"
-        counts = ", ".join(
-            f"{n} {what}"
-            for n, what in (
-                (len(missing), "missing"),
-                (len(unexpected), "unexpected"),
-                (len(mismatched), "of another shape"),
-            )
-            if n
-        )
-        first = f"{path} does not fit {where} ({counts} entries)"
+        counts = _counts(missing, unexpected, mismatched)
+        first = f"{path} does not fit {where} (entries: {counts})"
         hint = cli_hint = None
         if layout == "model":
             first = (
                 f"{path} does not fit the model: the file holds "
                 f"{describe_state_dict(state)}; the model is "
-                f"{describe_state_dict(model.state_dict())} ({counts} entries)"
+                f"{describe_state_dict(model.state_dict())} (entries: {counts})"
             )
             hint = "build the checkpoint's own model: avsegformer.build_model_from_checkpoint"
             cli_hint = "name the configuration the checkpoint was trained as"
-        lines = [first]
-        if missing:
-            lines.append(f"  missing in file ({len(missing)}): {_preview(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected in file ({len(unexpected)}): {_preview(unexpected)}")
-        if mismatched:
-            shown = ", ".join(f"{k} {a} vs model {b}" for k, a, b in mismatched[:_SHOWN])
-            more = f" (+{len(mismatched) - _SHOWN} more)" if len(mismatched) > _SHOWN else ""
-            lines.append(f"  shape mismatch ({len(mismatched)}): {shown}{more}")
         raise CheckpointMismatchError(
-            "\n".join(lines),
+            "\n".join([first, *_detail_lines(missing, unexpected, mismatched, "model")]),
             missing=missing,
             unexpected=unexpected,
             mismatched=mismatched,
             hint=hint,
             cli_hint=cli_hint,
         )
-    loaded = 0
-    with torch.no_grad():
-        for key, tensor in own.items():
-            if key in state:
-                tensor.copy_(state[key])
-                loaded += 1
-    return LoadReport(
+    pairs = [(tensor, state[key]) for key, tensor in own.items() if key in state]
+    report = LoadReport(
         path=str(path),
         format=contents.format,
         layout=layout,
         target=target,
-        loaded=loaded,
+        loaded=len(pairs),
         ignored=ignored,
         missing=missing,
         unexpected=unexpected,
         config_name=contents.config.name if contents.config else None,
     )
+    return report, pairs
+
+
+def configuration_differences(recorded: Config, model: Config) -> list[str]:
+    """How the configuration a file records differs from the model's, in words.
+
+    Empty when the names, tasks and networks agree (settings that only change training,
+    :data:`_TRAINING_ONLY`, are not compared; nor is ``img_size`` under the same name,
+    which users override on purpose).
+    """
+    differences = []
+    if recorded.task != model.task:
+        differences.append(f"task {recorded.task} vs {model.task}")
+    for item in dataclasses.fields(ModelConfig):
+        if item.name in _TRAINING_ONLY:
+            continue
+        mine, theirs = getattr(recorded.model, item.name), getattr(model.model, item.name)
+        if mine != theirs:
+            differences.append(f"{item.name} {mine} vs {theirs}")
+    if recorded.name != model.name and recorded.data.img_size != model.data.img_size:
+        differences.append(f"img_size {recorded.data.img_size} vs {model.data.img_size}")
+    if recorded.name != model.name and not differences:
+        differences.append("same network and task")
+    return differences
+
+
+def _note_other_configuration(model: nn.Module, contents: CheckpointContents, path: Path) -> None:
+    """Warn when the file records another configuration than the model was built as."""
+    recorded, built = contents.config, getattr(model, "config", None)
+    if recorded is None or not isinstance(built, Config):
+        return
+    differences = configuration_differences(recorded, built)
+    if differences:
+        logger.warning(
+            "%s records the configuration %r, but the model was built as %r (file vs "
+            "model: %s); its weights fit and are loaded",
+            path, recorded.name, built.name, "; ".join(differences),
+        )  # fmt: skip
+
+
+def _apply(
+    model: nn.Module,
+    contents: CheckpointContents,
+    path: Path,
+    strict: bool,
+    expect_target: str | None = None,
+) -> LoadReport:
+    report, pairs = _plan(model, contents, path, strict, expect_target)
+    if report.layout == "model":
+        _note_other_configuration(model, contents, path)
+    with torch.no_grad():
+        for tensor, source in pairs:
+            tensor.copy_(source)
+    return report
 
 
 def load_checkpoint(
@@ -422,9 +683,13 @@ def load_checkpoint(
         expect_target: the sub-module the file must be for (``"backbone"``,
             ``"vggish"``); another kind of file raises before anything is loaded.
 
+    A file recording another configuration than ``model.config`` (another name, task
+    or network setting) is loaded when its tensors fit, with a logged warning naming both.
+
     Raises:
-        CheckpointError: unreadable, corrupt or not a checkpoint.
+        CheckpointError: unreadable, corrupt, a folder or not a checkpoint.
         CheckpointMismatchError: keys or shapes do not fit (nothing is loaded).
+        NonFiniteCheckpointError: the file holds NaN or infinite values (nothing is loaded).
     """
     path = Path(path)
     report = _apply(model, read_checkpoint(path), path, strict, expect_target)
@@ -520,9 +785,14 @@ def build_model_from_checkpoint(
     weights) and skips their entries in the file: for inference. ``None`` keeps what
     the configuration says.
 
+    The file's keys and shapes are compared with the model built on the ``meta`` device
+    before the model is built for real, so nothing is allocated for a file that does not
+    fit (and :func:`read_checkpoint` has checked the recorded configuration the same way).
+
     Raises:
         CheckpointError: unreadable file, or no configuration recorded and no ``name``.
         CheckpointMismatchError: the weights do not fit the configuration.
+        NonFiniteCheckpointError: the file holds NaN or infinite values.
     """
     from .modeling.build import build_model
 
@@ -552,6 +822,8 @@ def build_model_from_checkpoint(
         )
     if keep_unused_modules is not None:
         config = config.with_overrides({"model.keep_unused_modules": keep_unused_modules})
+    # Keys and shapes first, on the meta device: a file that does not fit costs nothing.
+    _plan(build_model(config, device="meta"), contents, path, strict)
     model = build_model(config, device=device)
     report = _apply(model, contents, path, strict)
     logger.info("%s", report)

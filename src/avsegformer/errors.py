@@ -118,6 +118,26 @@ class NonFiniteError(AVSegFormerError, ValueError):
     input, a checkpoint tensor, a training loss or gradient. The message says where."""
 
 
+class NonFiniteCheckpointError(CheckpointError, NonFiniteError):
+    """A checkpoint holding NaN or infinite tensors (a diverged training run, a damaged
+    file): both a :class:`CheckpointError` and a :class:`NonFiniteError`.
+
+    Attributes:
+        counts: ``{key: number of non-finite values}`` for every affected tensor.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        counts: dict[str, int] | None = None,
+        *,
+        hint: str | None = None,
+        cli_hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, cli_hint=cli_hint)
+        self.counts = counts or {}
+
+
 class ShapeError(AVSegFormerError, ValueError):
     """A tensor argument with the wrong shape, dtype or values (losses, metrics, model inputs).
 

@@ -94,6 +94,7 @@ from .data.video import (
     sample_times,
 )
 from .errors import ConfigError, EmptyVideoError, InputShapeError
+from .modeling.avsegformer import check_model_inputs
 from .render import resize_mask
 
 __all__ = [
@@ -401,6 +402,12 @@ def iter_clip_samples(
         :class:`Sample` for k = 0 .. ceil(duration * fps) - 1.
     """
     fps = _check_fps(fps)
+    if isinstance(sample_rate, bool) or not (
+        isinstance(sample_rate, int | float | np.integer | np.floating)
+        and math.isfinite(sample_rate)
+        and sample_rate > 0
+    ):
+        raise InputShapeError(f"sample_rate must be a positive number (Hz), got {sample_rate!r}")
     images = _as_frame_list(frames)
     if frame_times is None:
         times_of_frames = [(k + AVSBENCH_FRAME_OFFSET) / fps for k in range(len(images))]
@@ -432,6 +439,34 @@ def iter_clip_samples(
         keep_period_frames=keep_period_frames,
         source="clip",
     )
+
+
+def _check_samples(samples: Sequence[Sample]) -> None:
+    """What :meth:`Predictor.prepare` needs: a non-empty sequence of :class:`Sample`."""
+    if isinstance(samples, Sample):
+        raise InputShapeError("prepare takes a sequence of samples", hint="pass [sample]")
+    if not isinstance(samples, Sequence) or not samples:
+        raise InputShapeError(
+            f"prepare needs a non-empty sequence of Sample, got {samples!r:.80}",
+            hint="make them with iter_clip_samples or iter_video_samples",
+        )
+    for sample in samples:
+        if not isinstance(sample, Sample):
+            raise InputShapeError(
+                f"prepare takes Sample objects, got a {type(sample).__name__}",
+                hint="make them with iter_clip_samples or iter_video_samples",
+            )
+        frame, waveform = np.asarray(sample.frame), np.asarray(sample.waveform)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise InputShapeError(
+                f"sample {sample.index}: frame must be uint8 [H, W, 3] RGB, got "
+                f"{frame.dtype} {list(frame.shape)}"
+            )
+        if waveform.shape != (AUDIO_WINDOW_SAMPLES,):
+            raise InputShapeError(
+                f"sample {sample.index}: waveform must hold {AUDIO_WINDOW_SAMPLES} samples "
+                f"of 16 kHz mono, got shape {list(waveform.shape)}"
+            )
 
 
 def _as_frame_list(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -646,6 +681,7 @@ class Predictor:
             audio: float32 [N, 1, 96, 64] VGGish log-mel examples (axis 2: 10-ms frames of
                 the window, in order; axis 3: mel bands, low to high; silence = -4.605).
         """
+        _check_samples(samples)
         images = [
             np.asarray(self.geometry.apply(Image.fromarray(s.frame), is_mask=False))
             for s in samples
@@ -657,13 +693,26 @@ class Predictor:
     def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Run the model: ``(frames, audio)`` from :meth:`prepare` -> float32 logits
         [N, C, S, S] (C = 1 for binary models, 71 for AVSS), under autocast in the
-        predictor's dtype when it is bfloat16 or float16."""
+        predictor's dtype when it is bfloat16 or float16.
+
+        Raises:
+            InputShapeError: not tensors, wrong shapes, N = 0, mismatched N, a dtype the
+                model cannot take (float64, float16 on a CPU, integer audio) or another
+                device than the predictor's.
+            NonFiniteError: NaN or infinite inputs (the model's check,
+                ``model.check_inputs``).
+        """
         autocast = (
             torch.autocast(self.device.type, dtype=self.dtype)
             if self.dtype != torch.float32
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
+            # Types, shapes, dtypes, devices (no device work); the model itself looks for
+            # NaN / inf, once, where its input checks run (eagerly or before a graph replay).
+            # Any parameter: its dtype and device are what the inputs must match.
+            weight = next(iter(self.model.parameters()), None)
+            check_model_inputs(frames, audio, weight=weight, finite=False)
             logits = self.model(frames, audio).logits
         return logits.float()
 
@@ -674,6 +723,18 @@ class Predictor:
         Semantic: argmax at model resolution, nearest resize -> uint8 [H, W] class ids.
         (Why: module docstring.)
         """
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+            given = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+            raise InputShapeError(
+                f"postprocess takes one sample's logits [C, S, S], got {given}",
+                hint="pass forward(...)[i] for sample i",
+            )
+        if not (
+            isinstance(size, tuple | list)
+            and len(size) == 2
+            and all(isinstance(v, int | np.integer) and v > 0 for v in size)
+        ):
+            raise InputShapeError(f"size must be (width, height) in pixels, got {size!r}")
         width, height = size
         if self.binary:
             resized = F.interpolate(

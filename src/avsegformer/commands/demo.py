@@ -64,10 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def find_demo_checkpoint(requested: str | None) -> Path:
     """The checkpoint to use: ``requested``, else the shipped one (cwd, then the repository)."""
     if requested is not None:
-        path = Path(requested)
-        if not path.is_file():
-            raise MissingFileError(f"{path}: checkpoint file not found")
-        return path
+        from ..checkpoint import require_checkpoint_file
+
+        return require_checkpoint_file(requested)
     repository = Path(__file__).resolve().parents[3]  # src/avsegformer/commands/ -> root
     for candidate in (DEMO_CHECKPOINT, repository / DEMO_CHECKPOINT):
         if candidate.is_file():

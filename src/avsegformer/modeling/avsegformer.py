@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ..errors import InputShapeError
+from ..finite import require_finite
 from .head import AVSegHead
-from .precision import float32_island
+from .precision import autocast_active, float32_island
 
 if TYPE_CHECKING:
     from ..zoo import Config
@@ -39,6 +40,140 @@ class AVSegFormerOutput(NamedTuple):
     mask_feature: torch.Tensor
 
 
+def _require_tensor(value: Any, name: str, layout: str) -> None:
+    if isinstance(value, torch.Tensor):
+        return
+    kind = type(value)
+    given = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    if hasattr(value, "__array__"):
+        hint = f"convert it with torch.from_numpy({name})"
+    elif isinstance(value, list | tuple):
+        hint = f"stack it into one tensor: torch.stack({name})"
+    else:
+        hint = None
+    raise InputShapeError(f"{name} must be a torch.Tensor {layout}, got a {given}", hint=hint)
+
+
+def _require_dtype(tensor: torch.Tensor, name: str, weight: torch.Tensor | None, what: str) -> None:
+    """Floating, and a dtype the weights can take: theirs, or under autocast also its dtype."""
+    if not tensor.is_floating_point():
+        raise InputShapeError(
+            f"{name} must be a floating-point tensor ({what}), got {tensor.dtype}"
+        )
+    expected = weight.dtype if weight is not None else torch.float32
+    allowed = {expected}
+    if autocast_active(tensor.device.type):
+        allowed |= {torch.float32, torch.get_autocast_dtype(tensor.device.type)}
+    if tensor.dtype not in allowed:
+        raise InputShapeError(
+            f"{name} are {tensor.dtype} but the model's weights are {expected}",
+            hint=f"pass {name}.to({expected}) (or run under torch.autocast for bfloat16/float16)",
+        )
+
+
+def _require_device(tensor: torch.Tensor, name: str, weight: torch.Tensor | None) -> None:
+    if weight is not None and tensor.device != weight.device:
+        raise InputShapeError(
+            f"{name} are on {tensor.device} but the model is on {weight.device}",
+            hint=f"move them: {name}.to({str(weight.device)!r})",
+        )
+
+
+def check_model_inputs(
+    frames: Any,
+    audio: Any,
+    temporal_mask: Any = None,
+    *,
+    weight: torch.Tensor | None = None,
+    finite: bool = True,
+) -> None:
+    """The model's input checks, in one place (:meth:`AVSegFormer.forward`, the Predictor).
+
+    Types, shapes, dtypes and devices are checked in Python (no device work);
+    ``finite=True`` adds one reduction over the inputs and one host synchronisation to
+    find NaN or infinite values (skipped for ``meta`` tensors and inside a CUDA graph
+    capture, where a synchronisation is not allowed: the graph replayer checks before
+    each replay instead).
+
+    Args:
+        frames, audio, temporal_mask: as :meth:`AVSegFormer.forward` takes them.
+        weight: a parameter of the model: its dtype and device are the expected ones
+            (``None``: float32, any device).
+        finite: look for NaN and infinite values.
+
+    Raises:
+        InputShapeError: a non-tensor, a wrong shape, dtype or device (the message says
+            what to do).
+        NonFiniteError: NaN or infinite values, naming the argument.
+    """
+    _require_tensor(frames, "frames", "[N, 3, H, W]")
+    _require_tensor(audio, "audio", "[N, 1, 96, 64]")
+    if temporal_mask is not None:
+        _require_tensor(temporal_mask, "temporal_mask", "[N]")
+    shape = list(frames.shape)
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        hint = None
+        if frames.dim() == 3 and frames.shape[0] == 3:
+            hint = "one frame: add the batch axis, frames[None]"
+        elif frames.dim() == 4 and frames.shape[-1] == 3:
+            hint = "channels last: frames.permute(0, 3, 1, 2)"
+        elif frames.dim() == 4 and frames.shape[1] == 1:
+            hint = "grey frames: repeat the channel, frames.expand(-1, 3, -1, -1)"
+        elif frames.dim() == 4 and frames.shape[1] == 4:
+            hint = "drop the alpha channel: frames[:, :3]"
+        raise InputShapeError(f"frames must be [N, 3, H, W] (RGB), got {shape}", hint=hint)
+    count = frames.shape[0]
+    if count == 0:
+        raise InputShapeError("frames holds no frame (N = 0): pass at least one")
+    height, width = frames.shape[-2:]
+    if height % SIZE_DIVISOR or width % SIZE_DIVISOR or height == 0 or width == 0:
+        raise InputShapeError(
+            f"frame size {height}x{width} is not a positive multiple of {SIZE_DIVISOR}; "
+            "resize or pad the frames"
+        )
+    _require_dtype(frames, "frames", weight, "RGB normalised with the ImageNet mean/std")
+    _require_device(frames, "frames", weight)
+    expected_audio = (count, 1, *LOG_MEL_SHAPE)
+    if tuple(audio.shape) != expected_audio:
+        hint = None
+        if audio.dim() == 4 and tuple(audio.shape[1:]) == expected_audio[1:]:
+            raise InputShapeError(
+                f"frames and audio disagree: {count} frame(s) but {audio.shape[0]} audio "
+                "example(s); the model takes one log-mel example per frame"
+            )
+        if audio.dim() == 3 and tuple(audio.shape[1:]) == LOG_MEL_SHAPE:
+            hint = "add the channel axis: audio[:, None]"
+        raise InputShapeError(
+            f"audio must be log-mel examples {list(expected_audio)} (one per frame), "
+            f"got {list(audio.shape)}",
+            hint=hint,
+        )
+    _require_dtype(audio, "audio", weight, "VGGish log-mel examples")
+    _require_device(audio, "audio", weight)
+    if temporal_mask is not None:
+        if temporal_mask.numel() != count:
+            raise InputShapeError(
+                f"temporal_mask must have one value per frame ({count}), "
+                f"got shape {list(temporal_mask.shape)}"
+            )
+        _require_device(temporal_mask, "temporal_mask", weight)
+    if not finite or frames.device.type == "meta":
+        return
+    # No synchronisation while a CUDA graph is being captured (it would abort the capture).
+    if frames.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return
+    checked = [("frames", frames), ("audio", audio)]
+    if temporal_mask is not None and temporal_mask.is_floating_point():
+        checked.append(("temporal_mask", temporal_mask))
+    # One synchronisation for all of them; the slower per-argument count only on failure.
+    all_finite = torch.isfinite(frames).all()
+    for _, tensor in checked[1:]:
+        all_finite = all_finite & torch.isfinite(tensor).all()
+    if not bool(all_finite):
+        for name, tensor in checked:
+            require_finite(tensor, f"{name} given to the model")
+
+
 class AVSegFormer(nn.Module):
     """Audio-visual segmentation network.
 
@@ -57,6 +192,11 @@ class AVSegFormer(nn.Module):
             (attribute of the same name; off by default). ``build_model`` keeps only
             ResNet-50's stem and first stage in float32 instead, which is enough for
             the masks (see :mod:`.precision`); set this for the stricter option.
+        check_inputs: look for NaN and infinite values in every forward's inputs
+            (attribute of the same name; on by default): one reduction and one host
+            synchronisation per call. Set ``model.check_inputs = False`` to skip it
+            where every microsecond counts; shapes, dtypes and devices are always
+            checked (in Python, no device work).
     """
 
     def __init__(
@@ -69,6 +209,7 @@ class AVSegFormer(nn.Module):
         embed_dim: int = 256,
         freeze_audio: bool = True,
         float32_backbone: bool = False,
+        check_inputs: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -80,6 +221,8 @@ class AVSegFormer(nn.Module):
             self.vggish.requires_grad_(False)
         #: Under autocast, keep the visual backbone in float32 (accuracy over speed).
         self.float32_backbone = float32_backbone
+        #: Look for NaN / inf in the inputs of every forward (see the class docstring).
+        self.check_inputs = check_inputs
         #: The configuration this model was built from (set by ``build_model``).
         self.config: Config | None = None
 
@@ -106,30 +249,24 @@ class AVSegFormer(nn.Module):
             self.vggish.eval()
         return self
 
-    def _check_inputs(
-        self, frames: torch.Tensor, audio: torch.Tensor, temporal_mask: torch.Tensor | None
+    def validate_inputs(
+        self,
+        frames: torch.Tensor,
+        audio: torch.Tensor,
+        temporal_mask: torch.Tensor | None = None,
+        *,
+        finite: bool | None = None,
     ) -> None:
-        if frames.dim() != 4 or frames.shape[1] != 3:
-            raise InputShapeError(f"frames must be [N, 3, H, W], got {list(frames.shape)}")
-        height, width = frames.shape[-2:]
-        if height % SIZE_DIVISOR or width % SIZE_DIVISOR or height == 0 or width == 0:
-            raise InputShapeError(
-                f"frame size {height}x{width} is not a positive multiple of {SIZE_DIVISOR}; "
-                "resize or pad the frames"
-            )
-        if not frames.is_floating_point():
-            raise InputShapeError(f"frames must be a float tensor, got {frames.dtype}")
-        expected_audio = (frames.shape[0], 1, *LOG_MEL_SHAPE)
-        if tuple(audio.shape) != expected_audio:
-            raise InputShapeError(
-                f"audio must be log-mel examples {list(expected_audio)} (one per frame), "
-                f"got {list(audio.shape)}"
-            )
-        if temporal_mask is not None and temporal_mask.numel() != frames.shape[0]:
-            raise InputShapeError(
-                f"temporal_mask must have one value per frame ({frames.shape[0]}), "
-                f"got shape {list(temporal_mask.shape)}"
-            )
+        """Check the inputs of :meth:`forward` (:func:`check_model_inputs`): against this
+        model's weight dtype and device, and for NaN / inf when ``finite`` (default
+        :attr:`check_inputs`) is true."""
+        check_model_inputs(
+            frames,
+            audio,
+            temporal_mask,
+            weight=self.audio_proj.weight,
+            finite=self.check_inputs if finite is None else finite,
+        )
 
     def forward(
         self,
@@ -141,8 +278,10 @@ class AVSegFormer(nn.Module):
 
         Args:
             frames: float ``[N, 3, H, W]``, RGB normalised with the ImageNet mean/std;
-                ``H`` and ``W`` any multiples of 32 (not necessarily equal).
-            audio: float32 ``[N, 1, 96, 64]`` VGGish log-mel examples, one per frame.
+                ``H`` and ``W`` any multiples of 32 (not necessarily equal); the
+                weights' dtype (float32), or under autocast also its dtype.
+            audio: float32 ``[N, 1, 96, 64]`` VGGish log-mel examples, one per frame
+                (dtype rule as for ``frames``), on the model's device like ``frames``.
             temporal_mask: optional ``[N]`` (float or bool) 1 for real frames, 0 for
                 padding (AVSS clips shorter than 10 s). It multiplies the backbone
                 features, the logits and the mask feature, as the authors' model does.
@@ -151,8 +290,15 @@ class AVSegFormer(nn.Module):
             :class:`AVSegFormerOutput` ``(logits [N, num_classes, H, W],
             mask_feature [N, embed_dim, H/4, W/4])``. Frames are independent in eval
             mode; any ``N >= 1`` works.
+
+        Raises:
+            InputShapeError: not tensors, wrong shapes, a dtype the weights cannot take
+                (e.g. float64 or float16 frames with float32 weights outside autocast),
+                integer audio, N = 0, mismatched N, another device than the model's.
+            NonFiniteError: NaN or infinite values in an input (unless
+                ``model.check_inputs`` is false).
         """
-        self._check_inputs(frames, audio, temporal_mask)
+        self.validate_inputs(frames, audio, temporal_mask)
         if self.freeze_audio:
             with torch.no_grad():
                 embedding = self.vggish(audio)

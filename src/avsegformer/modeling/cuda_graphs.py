@@ -13,7 +13,9 @@ compilation, allocator warm-up), captures a third run, and from then on copies t
 inputs into the captured buffers, replays, and returns copies of the outputs. All
 graphs share one memory pool (only one runs at a time, and outputs are copied out
 before the next replay). It falls back to the eager forward whenever a graph cannot
-apply: autograd recording, training mode, inputs not on a CUDA device.
+apply: autograd recording, training mode, inputs not on a CUDA device. The model's
+input checks (``validate_inputs``: shapes, dtypes, NaN / inf) run before every capture
+and replay, outside the capture.
 
 The weights are read from where they were at capture: update them in place
 (``load_state_dict`` does), never replace the tensors, or call
@@ -107,10 +109,19 @@ class CUDAGraphForward:
         usable = (
             not torch.is_grad_enabled()
             and not self.module.training
-            and all(t is None or t.device.type == "cuda" for t in inputs)
+            and all(
+                t is None or (isinstance(t, torch.Tensor) and t.device.type == "cuda")
+                for t in inputs
+            )
         )
         if not usable:
-            return self.eager_forward(*inputs)
+            return self.eager_forward(*inputs)  # which checks its inputs (non-tensors too)
+        validate = getattr(self.module, "validate_inputs", None)
+        if validate is not None:
+            # A replay runs no Python, so the model's input checks (shapes, NaN / inf) run
+            # here, outside any capture, on every call (the forward skips its NaN / inf
+            # check while being captured: a synchronisation would abort the capture).
+            validate(*inputs)
         signature = graph_signature(*inputs)
         if signature in self._failed:
             return self.eager_forward(*inputs)
