@@ -33,7 +33,13 @@ from avsegformer.data import (
 from avsegformer.data.classes import avss_palette
 from avsegformer.data.images import Geometry
 from avsegformer.data.safe_pickle import load_tensor_pickle, write_logmel_pkl
-from avsegformer.errors import AudioError, CorruptFileError, DataError, MissingFileError
+from avsegformer.errors import (
+    AudioError,
+    CorruptFileError,
+    DataError,
+    MissingFileError,
+    NonFiniteError,
+)
 from datasets import make_avss_dataset, make_ms3_dataset, make_s4_dataset
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -450,3 +456,172 @@ def test_empty_split_and_bad_csv(tmp_path):
     (root / "s4_meta_data.csv").write_text("name,offset,category\nabc,0,dog_barking\n")
     with pytest.raises(CorruptFileError, match="no column 'split'"):
         S4Dataset(root, "train")
+
+
+# ------------------------------------------------- bad data: one clear DataError each
+def assert_data_error(info, *names: object) -> None:
+    """A DataError (what --skip-bad-clips catches) naming every one of ``names``."""
+    assert isinstance(info.value, DataError), type(info.value).__mro__
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    for name in names:
+        assert str(name) in message, (name, message)
+
+
+def test_nan_log_mel_pkl_is_refused_naming_the_file(s4_copy):
+    dataset = S4Dataset(s4_copy, "val", img_size=224)
+    pkl = dataset.video_files(0).log_mel
+    poisoned = load_tensor_pickle(pkl).detach().clone()
+    poisoned[2, 0, 5, 7] = float("nan")
+    poisoned[3, 0, 0, 0] = float("inf")
+    write_logmel_pkl(pkl, poisoned)
+    with pytest.raises(NonFiniteError) as info:
+        dataset[0]
+    assert_data_error(info, pkl, "2 of 30720 values are NaN or infinite")
+    with pytest.raises(NonFiniteError):
+        dataset.load_audio(0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_float_wav_with_non_finite_samples_is_refused(s4_copy, bad):
+    # int16 reading used to turn NaN into 0 and inf into full scale without a word.
+    dataset = S4Dataset(s4_copy, "val", img_size=224, audio_source="wav")
+    wav = dataset.video_files(0).wav
+    samples = np.full((5 * 16000, 2), 0.1, np.float32)
+    samples[1000, 1] = bad
+    soundfile.write(str(wav), samples, 16000, subtype="FLOAT")
+    with pytest.raises(NonFiniteError) as info:
+        dataset[0]
+    assert_data_error(info, wav, "NaN or infinite")
+
+
+def test_float_image_with_nan_is_refused(s4_copy):
+    dataset = S4Dataset(s4_copy, "val", img_size=224)
+    frame = dataset.video_files(0).frames[1]
+    values = np.zeros((224, 224), np.float32)
+    values[3, 4] = float("nan")
+    Image.fromarray(values, mode="F").save(frame, format="TIFF")  # PIL opens by content
+    with pytest.raises(NonFiniteError) as info:
+        dataset[0]
+    assert_data_error(info, frame)
+
+
+@pytest.mark.parametrize("kind", ["zero_bytes", "header_only"])
+def test_empty_wav_is_an_empty_audio_file(tmp_path, kind):
+    root = make_avss_dataset(tmp_path, subsets=("v1m",), splits=("val",))
+    dataset = AVSSDataset(root, "val")
+    wav = dataset.video_files(0).wav
+    if kind == "zero_bytes":
+        wav.write_bytes(b"")
+    else:
+        soundfile.write(str(wav), np.zeros((0, 2), np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(CorruptFileError) as info:
+        dataset[0]
+    assert_data_error(info, wav, "empty audio file")
+    assert "video" not in str(info.value)
+
+
+def test_undecodable_and_too_long_audio_are_data_errors(tmp_path):
+    root = make_avss_dataset(tmp_path, subsets=("v1m",), splits=("val",))
+    dataset = AVSSDataset(root, "val")
+    wav = dataset.video_files(0).wav
+    wav.write_bytes(b"RIFF this is not audio" * 20)
+    with pytest.raises(DataError) as info:
+        dataset[0]
+    assert_data_error(info, wav, "not a readable audio file")
+    assert "video" not in str(info.value)
+    soundfile.write(str(wav), np.zeros(11 * 16000, np.int16), 16000, subtype="PCM_16")
+    with pytest.raises(AudioError) as info:  # still an AudioError for API callers
+        dataset[0]
+    assert_data_error(info, wav, "11 examples")
+
+
+def test_frames_of_one_clip_must_have_one_size(s4_copy):
+    dataset = S4Dataset(s4_copy, "val", img_size=224)
+    files = dataset.video_files(0)
+    Image.open(files.frames[3]).resize((200, 150)).save(files.frames[3])
+    with pytest.raises(CorruptFileError) as info:
+        dataset[0]
+    assert_data_error(info, files.frames[3], files.frames[0], "200x150", "224x224")
+
+
+@pytest.mark.parametrize("task", ["s4", "avss"])
+def test_mask_must_have_its_frames_size(tmp_path, task):
+    if task == "s4":
+        dataset = S4Dataset(make_s4_dataset(tmp_path, videos_per_split=1, splits=("val",)), "val")
+    else:
+        dataset = AVSSDataset(make_avss_dataset(tmp_path, subsets=("v1m",), splits=("val",)), "val")
+    files = dataset.video_files(0)
+    mask = files.masks[2]
+    width, height = Image.open(files.frames[2]).size
+    # Same aspect ratio, twice the size: resized separately it would still be read.
+    Image.open(mask).resize((2 * width, 2 * height), Image.Resampling.NEAREST).save(mask)
+    with pytest.raises(CorruptFileError) as info:
+        dataset[0]
+    assert_data_error(info, mask, files.frames[2], f"{2 * width}x{2 * height}")
+
+
+def test_frames_of_any_common_size_are_resized(tmp_path):
+    root = make_s4_dataset(tmp_path, videos_per_split=1, splits=("val",), size=40)
+    sample = S4Dataset(root, "val", img_size=64)[0]
+    assert sample.frames.shape == (5, 3, 64, 64) and sample.masks.shape == (5, 1, 64, 64)
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.fixture()
+def s4_two_splits(tmp_path) -> Path:
+    return make_s4_dataset(tmp_path, videos_per_split=1, splits=("val", "test"), seed=7)
+
+
+def test_csv_row_with_unknown_split_is_refused(s4_two_splits):
+    csv_path = s4_two_splits / "s4_meta_data.csv"
+    rows = read_csv(csv_path)
+    rows[2][3] = "tset"  # the test clip used to vanish: "test 0 0/0 OK"
+    write_csv(csv_path, rows)
+    for split in ("val", "test"):
+        with pytest.raises(CorruptFileError) as info:
+            S4Dataset(s4_two_splits, split)
+        assert_data_error(info, csv_path, "line 3", "'tset'", "lists every bad row")
+
+
+def test_csv_duplicate_row_is_refused(s4_two_splits):
+    csv_path = s4_two_splits / "s4_meta_data.csv"
+    rows = read_csv(csv_path)
+    write_csv(csv_path, [*rows, rows[1]])  # was counted twice
+    with pytest.raises(CorruptFileError) as info:
+        S4Dataset(s4_two_splits, "val")
+    assert_data_error(info, csv_path, "line 4", rows[1][0], "line 2")
+
+
+@pytest.mark.parametrize(
+    ("task", "column"), [("s4", "category"), ("s4", "split"), ("ms3", "split"), ("avss", "uid")]
+)
+def test_csv_without_a_required_column_names_it_and_the_columns_found(tmp_path, task, column):
+    makers = {"s4": make_s4_dataset, "ms3": make_ms3_dataset, "avss": make_avss_dataset}
+    kwargs = {"subsets": ("v1m",)} if task == "avss" else {}
+    root = makers[task](tmp_path, videos_per_split=1, splits=("val",), **kwargs)
+    csv_path = root / {"s4": "s4_meta_data.csv", "ms3": "ms3_meta_data.csv"}.get(
+        task, "metadata.csv"
+    )
+    rows = read_csv(csv_path)
+    drop = rows[0].index(column)
+    write_csv(csv_path, [[v for i, v in enumerate(row) if i != drop] for row in rows])
+    left = [name for name in rows[0] if name != column]
+    with pytest.raises(CorruptFileError) as info:
+        build_dataset(task, root, "val")
+    assert_data_error(info, csv_path, f"no column {column!r}", "columns found: " + ", ".join(left))
+
+
+def test_explicit_entries_choose_the_clips(data_root):
+    every = S4Dataset(data_root, "val", img_size=224)
+    one = S4Dataset(data_root, "val", img_size=224, entries=every.entries[1:])
+    assert len(one) == 1 and one[0].video_id == every.entries[1].video_id

@@ -52,7 +52,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .errors import AudioError, CorruptFileError, MissingFileError
+from .errors import AudioError, EmptyAudioFileError, MissingFileError, NonFiniteDataError
+from .finite import require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -388,15 +389,29 @@ def read_audio(path: str | Path, sample_format: SampleFormat = "int16") -> tuple
 
     Raises (all naming ``path``) :class:`~avsegformer.errors.MissingFileError`,
     :class:`~avsegformer.errors.NoAudioStreamError` (a container without audio), another
-    :class:`~avsegformer.errors.VideoError` (not decodable) or
-    :class:`~avsegformer.errors.CorruptFileError` (no samples).
+    :class:`~avsegformer.errors.VideoError` (not decodable),
+    :class:`~avsegformer.errors.EmptyAudioFileError` (no samples: 0 bytes or a header
+    only) or :class:`~avsegformer.errors.NonFiniteDataError` (float samples that are NaN or
+    infinite; int16 reading would otherwise turn them into 0 / full scale silently).
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise EmptyAudioFileError(f"{path}: empty audio file (0 bytes); re-extract it")
     import soundfile
 
     try:
+        info = soundfile.info(str(path))
+        if info.frames == 0:
+            raise EmptyAudioFileError(
+                f"{path}: empty audio file (a {info.format} header without samples); re-extract it"
+            )
+        if info.subtype in ("FLOAT", "DOUBLE"):
+            # soundfile turns NaN into 0 and inf into full scale when asked for int16:
+            # check the stored floats themselves.
+            stored, _ = soundfile.read(str(path), dtype="float64", always_2d=False)
+            require_finite(stored, f"audio file {path}", error=NonFiniteDataError)
         samples, rate = soundfile.read(str(path), dtype=sample_format, always_2d=False)
         return samples, int(rate)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -405,7 +420,8 @@ def read_audio(path: str | Path, sample_format: SampleFormat = "int16") -> tuple
 
     floats, rate = read_audio_track(path, None, mono=False)  # float32 [L, C]
     if floats.shape[0] == 0:
-        raise CorruptFileError(f"{path}: the audio stream holds no decodable samples")
+        raise EmptyAudioFileError(f"{path}: the audio stream holds no decodable samples")
+    require_finite(floats, f"audio file {path}", error=NonFiniteDataError)
     samples = floats[:, 0] if floats.shape[1] == 1 else floats
     if sample_format == "int16":
         # Decoded 16-bit sources come back exactly (k / 32768 is exact in float32).

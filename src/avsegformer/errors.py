@@ -138,6 +138,21 @@ class NonFiniteCheckpointError(CheckpointError, NonFiniteError):
         self.counts = counts or {}
 
 
+class NonFiniteDataError(CorruptFileError, NonFiniteError):
+    """A dataset file holding NaN or infinite values (a log-mel pickle, a float WAV, a
+    float image): a :class:`DataError` (``--skip-bad-clips`` skips it) and a
+    :class:`NonFiniteError`. The message names the file."""
+
+
+class EmptyAudioFileError(CorruptFileError):
+    """An audio file without a single sample: 0 bytes, or a header without data."""
+
+
+class AudioFileError(CorruptFileError, AudioError):
+    """A dataset audio file that cannot give its clip's log-mel examples: not decodable
+    as audio, or too short / too long for the clip. The message names the file."""
+
+
 class ShapeError(AVSegFormerError, ValueError):
     """A tensor argument with the wrong shape, dtype or values (losses, metrics, model inputs).
 

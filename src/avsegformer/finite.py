@@ -24,8 +24,15 @@ def non_finite_count(values: torch.Tensor | np.ndarray) -> int:
     return int(values.numel() - torch.isfinite(values).sum().item())
 
 
-def require_finite(values: torch.Tensor | np.ndarray, what: str) -> None:
-    """Raise :class:`NonFiniteError` naming ``what`` if ``values`` holds NaN or inf.
+def require_finite(
+    values: torch.Tensor | np.ndarray,
+    what: str,
+    *,
+    error: type[NonFiniteError] = NonFiniteError,
+) -> None:
+    """Raise ``error`` (:class:`NonFiniteError` or a subclass, e.g. the readers'
+    :class:`~avsegformer.errors.NonFiniteDataError`) naming ``what`` if ``values`` holds
+    NaN or inf.
 
     One reduction on the common path (``isfinite(...).all()``); counts only on failure.
     """
@@ -36,4 +43,4 @@ def require_finite(values: torch.Tensor | np.ndarray, what: str) -> None:
         return
     bad = non_finite_count(values)
     total = values.size if isinstance(values, np.ndarray) else values.numel()
-    raise NonFiniteError(f"{what}: {bad} of {total} values are NaN or infinite")
+    raise error(f"{what}: {bad} of {total} values are NaN or infinite")

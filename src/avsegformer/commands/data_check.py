@@ -1,9 +1,11 @@
 """``avsegformer data-check ROOT --task s4|ms3|avss``: check an AVSBench dataset root.
 
-Prints, per split, the clips, frames, masks and audio files found against what the
-official layout requires, and the first missing or unreadable files. Exit status 0 when
-everything required is there (and decodes, with ``--deep``), 1 otherwise, 2 when no
-dataset is found at ROOT.
+Prints the metadata file's bad rows (unknown split, clips listed twice), then per split
+the clips, frames, masks and audio files found against what the official layout
+requires, and the first missing, unreadable or invalid files (``--deep``: NaN values,
+wrong sizes, irregular masks). Exit status 0 when everything required is there (and
+decodes cleanly, with ``--deep``), 1 otherwise, 2 when no dataset or no readable
+metadata file (e.g. one without a required column) is found at ROOT.
 """
 
 from __future__ import annotations

@@ -31,6 +31,15 @@ preprocessing); ``"auto"`` (default) takes the pkl when present. AVSS computes t
 log-mel of ``audio.wav`` at load time, fitted to 10 with the ``"reference"`` policy (0.0
 rows, as the published numbers used); ``audio_policy="silence"`` is the correct choice
 for new work (see :mod:`avsegformer.audio`).
+
+Bad data is refused where it enters, each time with a one-line :class:`DataError`
+naming the file (what a training run's ``--skip-bad-clips`` catches): a metadata file
+without a required column or with bad rows (unknown split, a clip listed twice), log-mels
+or float WAVs/images with NaN or inf (``NonFiniteDataError``), empty or undecodable audio
+(``EmptyAudioFileError``, ``AudioFileError``), frames of one clip with different sizes,
+and masks of another size than their frame. Frames of any one size are resized (above);
+masks that are not pure black/white or hold off-palette colours are decoded like the
+original and counted (``strict_masks=True`` refuses them; ``data-check`` reports them).
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ import inspect
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -48,17 +58,25 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch.utils.data import Dataset
 
-from ..audio import CLIP_POLICIES, ClipPolicy, wav_to_examples
-from ..errors import CorruptFileError, DataError, MissingFileError
+from ..audio import CLIP_POLICIES, ClipPolicy, read_audio, wav_to_examples
+from ..errors import (
+    AudioError,
+    AudioFileError,
+    CorruptFileError,
+    DataError,
+    MissingFileError,
+    NoAudioStreamError,
+    VideoError,
+)
 from .classes import AVSS_CLASSES, NUM_AVSS_CLASSES
 from .images import (
     BinaryMaskRule,
     Geometry,
     MaskDecoding,
-    frames_to_tensor,
+    check_mask_size,
     load_binary_mask,
+    load_clip_frames,
     load_color_mask,
-    load_frame,
 )
 from .safe_pickle import load_logmel_pkl
 
@@ -224,77 +242,176 @@ def _read_csv_rows(csv_path: Path) -> tuple[list[str], list[list[str]]]:
     return [name.strip() for name in rows[0]], rows[1:]
 
 
-def _column(header: list[str], name: str, csv_path: Path) -> int:
-    try:
-        return header.index(name)
-    except ValueError:
+def _columns(header: list[str], names: Sequence[str], csv_path: Path) -> dict[str, int]:
+    """Position of each required column; one error naming every missing one."""
+    missing = [name for name in names if name not in header]
+    if missing:
+        listed = " and ".join(repr(name) for name in missing)
         raise CorruptFileError(
-            f"metadata file {csv_path} has no column {name!r} (header: {','.join(header)})"
-        ) from None
-
-
-def _check_width(row: list[str], width: int, line: int, csv_path: Path) -> None:
-    if len(row) < width:
-        raise CorruptFileError(
-            f"metadata file {csv_path}, line {line}: {len(row)} fields, expected {width}"
+            f"metadata file {csv_path} has no column {listed} (columns found: "
+            f"{', '.join(header) or 'none'}; needed: {', '.join(names)}); restore the header "
+            "row of the release's file"
         )
+    return {name: header.index(name) for name in names}
+
+
+@dataclass
+class Metadata:
+    """A metadata CSV read leniently: the usable rows and what is wrong with the others.
+
+    ``entries``: every well-formed row with a known split, in file order, each clip once
+    (a repeated clip is kept where it first appears). ``problems``: one line per bad row
+    (``"line 7: ..."``): too few fields, an empty name, an unknown split or AVSS label, a
+    clip listed again. The readers refuse a file with problems
+    (:meth:`raise_problems`); ``data-check`` lists them all.
+    """
+
+    path: Path
+    entries: list[VideoEntry]
+    problems: list[str]
+
+    def raise_problems(self) -> None:
+        """Raise :class:`CorruptFileError` (first problem, count) if there are any."""
+        if not self.problems:
+            return
+        more = len(self.problems) - 1
+        raise CorruptFileError(
+            f"metadata file {self.path}, {self.problems[0]}"
+            + (f" (and {more} more bad row{'s' if more > 1 else ''})" if more else ""),
+            hint="fix the file; avsegformer.data.check_dataset lists every bad row",
+            cli_hint="fix the file; `avsegformer data-check` lists every bad row",
+        )
+
+
+def _parse_rows(
+    csv_path: Path,
+    columns: Sequence[str],
+    make: Any,
+    *,
+    name_column: str | None = None,
+    key: Any = None,
+) -> Metadata:
+    """Rows of ``csv_path`` -> :class:`Metadata`. ``make(row, cols)`` builds a
+    :class:`VideoEntry` or returns a problem string; ``name_column`` is read by name
+    (else column 0, as the official S4/MS3 loaders do); ``key`` identifies a clip
+    (default its ``video_id``) to find clips listed twice."""
+    header, rows = _read_csv_rows(csv_path)
+    cols = _columns(header, columns, csv_path)
+    cols["name"] = cols[name_column] if name_column else 0
+    width = max(cols.values()) + 1
+    entries: list[VideoEntry] = []
+    problems: list[str] = []
+    first_line: dict[Any, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if len(row) < width:
+            problems.append(f"line {line}: {len(row)} fields, expected {width}")
+            continue
+        made = make(row, cols)
+        if isinstance(made, str):
+            problems.append(f"line {line}: {made}")
+            continue
+        if not made.video_id:
+            problems.append(f"line {line}: the video name is empty")
+            continue
+        if made.split not in SPLITS:
+            # The official loaders filter on the exact split name: such a row would
+            # silently belong to no split.
+            problems.append(
+                f"line {line}: split {made.split!r} of {made.video_id!r} is not one of "
+                f"{', '.join(SPLITS)}"
+            )
+            continue
+        clip = key(made) if key else made.video_id
+        if clip in first_line:
+            problems.append(
+                f"line {line}: {made.video_id!r} is listed again (first on line "
+                f"{first_line[clip]}); each clip must appear once"
+            )
+            continue
+        first_line[clip] = line
+        entries.append(made)
+    return Metadata(csv_path, entries, problems)
+
+
+def _s4_row(row: list[str], cols: dict[str, int]) -> VideoEntry | str:
+    category = row[cols["category"]].strip()
+    if not category:
+        return "the category is empty (it names the clip's folder)"
+    return VideoEntry(row[cols["name"]].strip(), row[cols["split"]].strip(), category=category)
+
+
+def _ms3_row(row: list[str], cols: dict[str, int]) -> VideoEntry:
+    return VideoEntry(row[cols["name"]].strip(), row[cols["split"]].strip())
+
+
+def _avss_row(row: list[str], cols: dict[str, int]) -> VideoEntry | str:
+    subset = row[cols["label"]].strip()
+    if subset not in AVSS_SUBSETS:
+        return f"label {subset!r} is not one of {', '.join(AVSS_SUBSETS)}"
+    return VideoEntry(
+        video_id=row[cols["uid"]].strip(),
+        split=row[cols["split"]].strip(),
+        subset=subset,
+        youtube_id=row[cols["vid"]].strip(),
+        objects=tuple(o for o in row[cols["a_obj"]].strip().split("_") if o),
+    )
+
+
+def parse_metadata_file(task: str, csv_path: str | Path) -> Metadata:
+    """Read the metadata CSV of ``task`` leniently: :class:`Metadata` with the usable
+    rows and a line per bad row (nothing raised for bad rows).
+
+    Raises :class:`MissingFileError` / :class:`CorruptFileError` when the file cannot be
+    read at all: missing, not text, no header, or a required column missing (S4:
+    ``split`` and ``category`` by name, the video name in column 0; MS3: ``split``, name
+    in column 0; AVSS: ``vid, uid, a_obj, split, label``).
+    """
+    task = _check_task(task)
+    csv_path = Path(csv_path)
+    if task == "s4":
+        # The official loader reads the category by position (column 2): a file without
+        # the column would send every path to a wrong folder, so it is found by name.
+        return _parse_rows(csv_path, ("category", "split"), _s4_row)
+    if task == "ms3":
+        return _parse_rows(csv_path, ("split",), _ms3_row)
+    return _parse_rows(
+        csv_path,
+        ("vid", "uid", "a_obj", "split", "label"),
+        _avss_row,
+        name_column="uid",
+        key=lambda e: (e.subset, e.video_id),  # folders are <subset>/<uid>
+    )
 
 
 def read_s4_metadata(csv_path: str | Path) -> list[VideoEntry]:
     """Rows of ``s4_meta_data.csv`` in file order.
 
-    Columns are read by position as the official loader does: 0 name, 2 category; the
-    split comes from the column named ``split`` (position 3 in the real file).
+    The name is column 0 as in the official loader; ``category`` and ``split`` are found
+    by their column names. Raises :class:`CorruptFileError` for a missing column or a bad
+    row (unknown split, a clip listed twice, too few fields); see :func:`parse_metadata_file`.
     """
-    csv_path = Path(csv_path)
-    header, rows = _read_csv_rows(csv_path)
-    split_col = _column(header, "split", csv_path)
-    width = max(split_col, 2) + 1
-    entries = []
-    for line, row in enumerate(rows, start=2):
-        _check_width(row, width, line, csv_path)
-        entries.append(VideoEntry(row[0].strip(), row[split_col].strip(), category=row[2].strip()))
-    return entries
+    return _strict(parse_metadata_file("s4", csv_path))
 
 
 def read_ms3_metadata(csv_path: str | Path) -> list[VideoEntry]:
-    """Rows of ``ms3_meta_data.csv`` in file order (column 0 name, column ``split``)."""
-    csv_path = Path(csv_path)
-    header, rows = _read_csv_rows(csv_path)
-    split_col = _column(header, "split", csv_path)
-    entries = []
-    for line, row in enumerate(rows, start=2):
-        _check_width(row, split_col + 1, line, csv_path)
-        entries.append(VideoEntry(row[0].strip(), row[split_col].strip()))
-    return entries
+    """Rows of ``ms3_meta_data.csv`` in file order (column 0 name, column ``split``).
+
+    Raises as :func:`read_s4_metadata`.
+    """
+    return _strict(parse_metadata_file("ms3", csv_path))
 
 
 def read_avss_metadata(csv_path: str | Path) -> list[VideoEntry]:
-    """Rows of AVSS ``metadata.csv`` (``vid,uid,s_min,s_sec,a_obj,split,label``), file order."""
-    csv_path = Path(csv_path)
-    header, rows = _read_csv_rows(csv_path)
-    cols = {name: _column(header, name, csv_path) for name in ("vid", "uid", "a_obj", "split")}
-    cols["label"] = _column(header, "label", csv_path)
-    width = max(cols.values()) + 1
-    entries = []
-    for line, row in enumerate(rows, start=2):
-        _check_width(row, width, line, csv_path)
-        subset = row[cols["label"]].strip()
-        if subset not in AVSS_SUBSETS:
-            raise CorruptFileError(
-                f"metadata file {csv_path}, line {line}: label {subset!r} is not one of "
-                f"{', '.join(AVSS_SUBSETS)}"
-            )
-        entries.append(
-            VideoEntry(
-                video_id=row[cols["uid"]].strip(),
-                split=row[cols["split"]].strip(),
-                subset=subset,
-                youtube_id=row[cols["vid"]].strip(),
-                objects=tuple(o for o in row[cols["a_obj"]].strip().split("_") if o),
-            )
-        )
-    return entries
+    """Rows of AVSS ``metadata.csv`` (``vid,uid,s_min,s_sec,a_obj,split,label``), file order.
+
+    Raises as :func:`read_s4_metadata` (also for a ``label`` other than v1s, v1m, v2).
+    """
+    return _strict(parse_metadata_file("avss", csv_path))
+
+
+def _strict(metadata: Metadata) -> list[VideoEntry]:
+    metadata.raise_problems()
+    return metadata.entries
 
 
 _METADATA_READERS = {"s4": read_s4_metadata, "ms3": read_ms3_metadata, "avss": read_avss_metadata}
@@ -365,14 +482,64 @@ class VideoFiles:
         return [p for p in (self.log_mel, self.wav) if p is not None]
 
 
+# ----------------------------------------------------------------------------- audio
+def read_wav_examples(path: Path, num_examples: int, policy: ClipPolicy) -> torch.Tensor:
+    """Log-mel examples ``[num_examples, 1, 96, 64]`` of a dataset audio file.
+
+    :func:`avsegformer.audio.wav_to_examples`, with every failure raised as a
+    :class:`DataError` naming ``path`` (what a training run can skip as one bad clip):
+    :class:`AudioFileError` for audio that is not decodable or does not fit the clip,
+    and ``read_audio``'s own :class:`MissingFileError`, ``EmptyAudioFileError`` and
+    ``NonFiniteDataError``.
+    """
+    with _audio_file_errors(path):
+        return wav_to_examples(path, num_examples=num_examples, policy=policy)
+
+
+def check_audio_file(path: Path) -> None:
+    """Decode a dataset audio file (no log-mels); raise as :func:`read_wav_examples`."""
+    with _audio_file_errors(path):
+        read_audio(path)
+
+
+@contextmanager
+def _audio_file_errors(path: Path) -> Iterator[None]:
+    """Raise the audio pipeline's AudioError / VideoError for a dataset file as
+    :class:`AudioFileError` (a :class:`DataError`), in the words of audio files."""
+    try:
+        yield
+    except DataError:
+        raise
+    except NoAudioStreamError:
+        raise AudioFileError(f"{path}: the file holds no audio stream; re-extract it") from None
+    except VideoError:
+        # Raised by the PyAV fallback, which speaks of videos: this is an audio file.
+        raise AudioFileError(
+            f"{path}: not a readable audio file (truncated, or not audio at all); re-extract it"
+        ) from None
+    except AudioError as exc:
+        text = str(exc)
+        raise AudioFileError(text if str(path) in text else f"{path}: {text}") from None
+
+
 # --------------------------------------------------------------------------- datasets
 class AVSBenchDataset(Dataset):
     """Common machinery of the three readers (metadata, flags, audio, statistics)."""
 
     task: ClassVar[str] = ""
 
+    # When a list, masks with irregular pixels are recorded here as (path, pixels) instead
+    # of being logged: data-check lists them with its report.
+    irregular_mask_record: list[tuple[Path, int]] | None = None
+
     def __init__(
-        self, root: str | Path, split: str, *, img_size: int, audio_policy: ClipPolicy
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        img_size: int,
+        audio_policy: ClipPolicy,
+        entries: Sequence[VideoEntry] | None = None,
     ) -> None:
         self.split = _check_split(split)
         if audio_policy not in CLIP_POLICIES:
@@ -384,9 +551,9 @@ class AVSBenchDataset(Dataset):
         self.img_size = int(img_size)
         if self.img_size < 1:
             raise DataError(f"img_size must be positive, got {img_size}")
-        self.entries: list[VideoEntry] = [
-            e for e in _METADATA_READERS[self.task](self.metadata_path) if e.split == self.split
-        ]
+        if entries is None:
+            entries = _METADATA_READERS[self.task](self.metadata_path)
+        self.entries: list[VideoEntry] = [e for e in entries if e.split == self.split]
         # Per process: with DataLoader workers each worker keeps its own counts.
         self.stats: Counter[str] = Counter()
 
@@ -426,6 +593,9 @@ class AVSBenchDataset(Dataset):
             return
         self.stats["irregular_masks"] += 1
         self.stats["irregular_pixels"] += decoded.irregular_pixels
+        if self.irregular_mask_record is not None:
+            self.irregular_mask_record.append((path, decoded.irregular_pixels))
+            return
         if self.stats["irregular_masks"] <= _MAX_MASK_WARNINGS:
             logger.warning("%s: %d pixels %s", path, decoded.irregular_pixels, what)
             if self.stats["irregular_masks"] == _MAX_MASK_WARNINGS:
@@ -448,8 +618,9 @@ class _BinaryMaskDataset(AVSBenchDataset):
         audio_policy: ClipPolicy = "repeat_last",
         strict_masks: bool = False,
         skip_unlabelled_frames: bool = False,
+        entries: Sequence[VideoEntry] | None = None,
     ) -> None:
-        super().__init__(root, split, img_size=img_size, audio_policy=audio_policy)
+        super().__init__(root, split, img_size=img_size, audio_policy=audio_policy, entries=entries)
         self.skip_unlabelled_frames = skip_unlabelled_frames
         if audio_source not in ("auto", "pkl", "wav"):
             raise DataError(f"audio_source must be auto, pkl or wav, got {audio_source!r}")
@@ -496,15 +667,21 @@ class _BinaryMaskDataset(AVSBenchDataset):
             # Training on labelled frames only (S4 train labels frame 1 of 5): the
             # others are never seen, so do not decode them; zeros keep the shapes.
             labelled = [t for t, flag in enumerate(files.gt_flags) if flag > 0]
-            first = frames_to_tensor([load_frame(files.frames[t], self.geometry) for t in labelled])
+            decoded_frames = [files.frames[t] for t in labelled]
+            first, frame_size = load_clip_frames(decoded_frames, self.geometry)
             frames = first.new_zeros((len(files.frames), *first.shape[1:]))
             frames[labelled] = first
         else:
-            frames = frames_to_tensor([load_frame(p, self.geometry) for p in files.frames])
+            decoded_frames = list(files.frames)
+            frames, frame_size = load_clip_frames(decoded_frames, self.geometry)
         height, width = frames.shape[-2:]
         masks = torch.zeros((files.num_frames, 1, height, width), dtype=torch.float32)
         for slot, path in files.masks.items():
             decoded = load_binary_mask(path, self.mask_rule, self.geometry)
+            frame = (
+                files.frames[slot] if files.frames[slot] in decoded_frames else decoded_frames[0]
+            )
+            check_mask_size(path, decoded.source_size, frame, frame_size)
             self._check_mask(path, decoded)
             masks[slot, 0] = torch.from_numpy(decoded.values)
         audio, audio_path = self._load_audio(files)
@@ -541,10 +718,7 @@ class _BinaryMaskDataset(AVSBenchDataset):
             raise MissingFileError(
                 f"no audio for this clip: neither {files.log_mel} nor {files.wav} exists"
             )
-        examples = wav_to_examples(
-            files.wav, num_examples=files.num_frames, policy=self.audio_policy
-        )
-        return examples, files.wav
+        return read_wav_examples(files.wav, files.num_frames, self.audio_policy), files.wav
 
 
 class S4Dataset(_BinaryMaskDataset):
@@ -555,7 +729,8 @@ class S4Dataset(_BinaryMaskDataset):
     ``"repeat_last"`` = the pkl preprocessing), ``strict_masks`` (raise on masks that are
     not pure black/white instead of decoding them like PIL's ``convert('1')``),
     ``skip_unlabelled_frames`` (frames without a mask are left as zeros, not decoded:
-    for training on labelled frames only).
+    for training on labelled frames only), ``entries`` (the clips to read, e.g. from
+    :func:`parse_metadata_file`; default: the metadata file's rows of ``split``).
     The train split has only the first frame annotated: masks 2-5 are zero and
     ``gt_flags`` is ``[1, 0, 0, 0, 0]``.
     """
@@ -630,7 +805,7 @@ class AVSSDataset(AVSBenchDataset):
     seconds, as the published numbers used; ``"silence"`` is correct for new work),
     ``gt_flag_rule`` (``"official"``: v1s has only the first frame flagged even in
     val/test; ``"annotated"``: every frame with a mask file), ``subsets`` (any of v1s,
-    v1m, v2; default all), ``strict_masks``.
+    v1m, v2; default all), ``strict_masks``, ``entries`` (as :class:`S4Dataset`).
     """
 
     task = "avss"
@@ -645,8 +820,9 @@ class AVSSDataset(AVSBenchDataset):
         gt_flag_rule: GtFlagRule = "official",
         subsets: Sequence[str] | None = None,
         strict_masks: bool = False,
+        entries: Sequence[VideoEntry] | None = None,
     ) -> None:
-        super().__init__(root, split, img_size=img_size, audio_policy=audio_policy)
+        super().__init__(root, split, img_size=img_size, audio_policy=audio_policy, entries=entries)
         if gt_flag_rule not in ("official", "annotated"):
             raise DataError(f"gt_flag_rule must be official or annotated, got {gt_flag_rule!r}")
         self.subsets = tuple(subsets) if subsets is not None else AVSS_SUBSETS
@@ -709,12 +885,13 @@ class AVSSDataset(AVSBenchDataset):
     def __getitem__(self, index: int) -> AVSample:
         entry = self.entries[index]
         files = self.video_files(index)
-        real = frames_to_tensor([load_frame(p, self.geometry) for p in files.frames])
+        real, frame_size = load_clip_frames(list(files.frames), self.geometry)
         frames = real.new_zeros((files.num_frames,) + tuple(real.shape[1:]))
         frames[: real.shape[0]] = real
         labels = torch.zeros((files.num_frames,) + tuple(real.shape[-2:]), dtype=torch.int64)
         for slot, path in files.masks.items():
             decoded = load_color_mask(path, self.geometry)
+            check_mask_size(path, decoded.source_size, files.frames[slot], frame_size)
             self._check_mask(path, decoded)
             labels[slot] = torch.from_numpy(decoded.values)
         audio, audio_path = self._load_audio(files)
@@ -734,10 +911,7 @@ class AVSSDataset(AVSBenchDataset):
 
     def _load_audio(self, files: VideoFiles) -> tuple[torch.Tensor, Path]:
         assert files.wav is not None
-        examples = wav_to_examples(
-            files.wav, num_examples=files.num_frames, policy=self.audio_policy
-        )
-        return examples, files.wav
+        return read_wav_examples(files.wav, files.num_frames, self.audio_policy), files.wav
 
     def _check_mask(self, path: Path, decoded: MaskDecoding) -> None:
         if decoded.irregular_pixels and self.strict_masks:

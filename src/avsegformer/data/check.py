@@ -2,9 +2,10 @@
 
 :func:`check_dataset` walks every split's clips as the readers would load them (same
 file locations, see :mod:`avsegformer.data.avsbench`) and counts frames, masks and audio
-found against what the layout requires. With ``deep=True`` it also decodes the files of
-every complete clip with the readers' own decoders (images, masks and their colours,
-log-mel pickles, WAVs, audio length).
+found against what the layout requires, and the metadata file's bad rows (unknown
+split, clips listed twice). With ``deep=True`` it also decodes the files of every
+complete clip with the readers' own decoders (images, masks and their colours, frame and
+mask sizes, log-mel pickles and their values, WAVs, audio length).
 The ``avsegformer data-check`` command prints its :class:`DatasetReport`.
 """
 
@@ -16,17 +17,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..audio import read_audio
+from PIL import Image
+
 from ..errors import AVSegFormerError
 from ..progress import progress_bar
 from .avsbench import (
+    _METADATA_FILES,
     SPLITS,
     AVSBenchDataset,
+    VideoEntry,
     VideoFiles,
     _check_split,
     _check_task,
     build_dataset,
-    read_metadata,
+    check_audio_file,
+    parse_metadata_file,
     resolve_root,
 )
 
@@ -45,6 +50,19 @@ class FileCount:
         return self.found == self.expected
 
 
+_RELEASE_FRAME_SIZE = "224x224"  # S4 / MS3 frames as released (spec §2.3, §3.3)
+
+# What an irregular mask is, per task (data-check counts them as errors).
+_IRREGULAR_MASKS = {
+    "s4": "masks not pure black/white (values other than 0 and 255; the original's "
+    "dithered convert('1') would decode them)",
+    "ms3": "masks not pure black/white (values other than 0 and 255: the original's "
+    "convert('P')/255 would not give 0/1)",
+    "avss": "masks with colours outside the 71-class palette (the original reads them as "
+    "background)",
+}
+
+
 @dataclass
 class SplitReport:
     """What one split holds.
@@ -52,9 +70,14 @@ class SplitReport:
     ``audio`` counts clips with usable audio (S4/MS3: a ``.pkl`` or a ``.wav``; AVSS:
     ``audio.wav``); ``log_mel_files`` / ``wav_files`` count each kind found.
     ``missing`` / ``unreadable`` list the first few problems (paths relative to the
-    dataset root; unreadable entries carry the reason), the ``*_count`` fields all of them.
-    ``irregular_masks``: masks decoded but not pure black/white or with colours outside
-    the AVSS palette (``deep`` only; a warning, not a failure).
+    dataset root; unreadable entries carry the reason: undecodable files, NaN or
+    infinite values, frames or masks of the wrong size, audio that does not fit the
+    clip), the ``*_count`` fields all of them. ``irregular_masks``: masks that decode but
+    are not pure black/white or hold colours outside the AVSS palette (``deep`` only; an
+    error), the first few listed in ``irregular_mask_files`` with their pixel counts.
+    ``frame_sizes``: clips per frame size on disk, ``"WxH"`` (``deep`` only; S4/MS3 sizes
+    other than the release's 224x224 are noted, not errors: the readers resize them).
+    A split without a single clip in the metadata is not ok.
     """
 
     split: str
@@ -69,25 +92,40 @@ class SplitReport:
     unreadable: list[str] = field(default_factory=list)
     unreadable_count: int = 0
     irregular_masks: int = 0
+    irregular_mask_files: list[str] = field(default_factory=list)
+    frame_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.missing_count == 0 and self.unreadable_count == 0
+        return (
+            self.videos > 0
+            and self.missing_count == 0
+            and self.unreadable_count == 0
+            and self.irregular_masks == 0
+        )
 
 
 @dataclass
 class DatasetReport:
-    """Result of :func:`check_dataset`; ``ok`` is False when anything required is missing
-    or unreadable."""
+    """Result of :func:`check_dataset`; ``ok`` is False when the metadata file has bad
+    rows, a split lists no clip, or anything required is missing, unreadable or invalid.
+
+    ``metadata``: the metadata CSV; ``metadata_problems``: its first few bad rows
+    (unknown split, a clip listed twice, too few fields...; those rows are not checked
+    further), ``metadata_problem_count`` all of them.
+    """
 
     task: str
     root: str
     deep: bool
     splits: list[SplitReport]
+    metadata: str = ""
+    metadata_problems: list[str] = field(default_factory=list)
+    metadata_problem_count: int = 0
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.splits)
+        return self.metadata_problem_count == 0 and all(s.ok for s in self.splits)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -97,10 +135,17 @@ class DatasetReport:
         return data
 
     def format_text(self) -> str:
-        """Human-readable report: one table row per split, then the problems."""
+        """Human-readable report: the metadata's bad rows, one table row per split, then
+        the problems of each split."""
         lines = [
             f"AVSBench {self.task.upper()} at {self.root}" + (" (deep check)" if self.deep else "")
         ]
+        metadata = Path(self.metadata).name
+        if self.metadata_problem_count:
+            lines.append(
+                f"{metadata}: {self.metadata_problem_count} bad rows (not checked further), e.g.:"
+            )
+            lines.extend(f"  {p}" for p in self.metadata_problems)
         lines.append(f"{'split':6s} {'videos':>7s} {'frames':>13s} {'masks':>13s} {'audio':>13s}")
         for s in self.splits:
             counts = [f"{c.found}/{c.expected}" for c in (s.frames, s.masks, s.audio)]
@@ -109,16 +154,29 @@ class DatasetReport:
                 row += f"  (pkl {s.log_mel_files}, wav {s.wav_files})"
             lines.append(row)
         for s in self.splits:
+            if not s.videos:
+                lines.append(
+                    f"{s.split}: {metadata} lists no clip for this split (check only the "
+                    "splits you have with --split)"
+                )
             if s.missing_count:
                 lines.append(f"{s.split}: {s.missing_count} missing, e.g.:")
                 lines.extend(f"  {p}" for p in s.missing)
             if s.unreadable_count:
-                lines.append(f"{s.split}: {s.unreadable_count} unreadable, e.g.:")
+                lines.append(f"{s.split}: {s.unreadable_count} unreadable or invalid, e.g.:")
                 lines.extend(f"  {p}" for p in s.unreadable)
             if s.irregular_masks:
+                lines.append(f"{s.split}: {s.irregular_masks} {_IRREGULAR_MASKS[self.task]}, e.g.:")
+                lines.extend(f"  {p}" for p in s.irregular_mask_files)
+            other_sizes = {
+                size: n for size, n in s.frame_sizes.items() if size != _RELEASE_FRAME_SIZE
+            }
+            if self.task != "avss" and other_sizes:
+                sizes = ", ".join(f"{size}: {n}" for size, n in sorted(other_sizes.items()))
                 lines.append(
-                    f"{s.split}: warning: {s.irregular_masks} masks with unexpected values "
-                    "(decoded like the original loader; see the log)"
+                    f"{s.split}: note: {sum(other_sizes.values())} clips have frames of another "
+                    f"size than the release's {_RELEASE_FRAME_SIZE} ({sizes}); not an error: "
+                    "the readers resize frames and masks to img_size"
                 )
         lines.append("OK" if self.ok else "PROBLEMS FOUND")
         return "\n".join(lines)
@@ -135,16 +193,21 @@ def check_dataset(
 ) -> DatasetReport:
     """Walk ``root`` (task folder or its parent) and report per split what is found.
 
-    ``splits``: default all three. ``deep``: also decode every file of each complete
-    clip with the readers' decoders (clips with missing files are listed as missing). Raises
-    :class:`~avsegformer.errors.MissingFileError` when no dataset is found at ``root``
-    (the message lists where it looked) and the metadata errors of the readers.
+    ``splits``: default all three. The metadata CSV's bad rows (unknown split, a clip
+    listed twice, too few fields, an unknown AVSS label) are reported and left out; a
+    requested split without a clip is reported. ``deep``: also decode every file of each
+    complete clip with the readers' decoders (clips with missing files are listed as
+    missing): undecodable files, NaN/inf values, frames or masks of the wrong size,
+    irregular masks. Raises :class:`~avsegformer.errors.MissingFileError` when no dataset
+    is found at ``root`` (the message lists where it looked) and
+    :class:`~avsegformer.errors.CorruptFileError` when the metadata file cannot be read
+    at all (e.g. a required column is missing: the message names it and the columns found).
     """
     task = _check_task(task)
     task_root = resolve_root(task, root)
-    entries = read_metadata(task, task_root)
+    metadata = parse_metadata_file(task, task_root / _METADATA_FILES[task])
     wanted = [_check_split(s) for s in splits] if splits else list(SPLITS)
-    by_split = {split: [e for e in entries if e.split == split] for split in wanted}
+    by_split = {split: [e for e in metadata.entries if e.split == split] for split in wanted}
     total = sum(len(v) for v in by_split.values())
     reports = []
     with progress_bar(total, f"checking {task.upper()}", "video", enabled=progress) as bar:
@@ -153,18 +216,29 @@ def check_dataset(
             reports.append(report)
             if not by_split[split]:
                 continue
-            dataset = _dataset_for_check(task, task_root, split)
+            dataset = _dataset_for_check(task, task_root, split, by_split[split])
             for index in range(len(dataset)):
                 _check_video(dataset, index, report, task_root, deep, max_listed)
                 bar.update(1)
-    return DatasetReport(task=task, root=str(task_root), deep=deep, splits=reports)
+    return DatasetReport(
+        task=task,
+        root=str(task_root),
+        deep=deep,
+        splits=reports,
+        metadata=str(metadata.path),
+        metadata_problems=metadata.problems[:max_listed],
+        metadata_problem_count=len(metadata.problems),
+    )
 
 
-def _dataset_for_check(task: str, root: Path, split: str) -> AVSBenchDataset:
+def _dataset_for_check(
+    task: str, root: Path, split: str, entries: list[VideoEntry]
+) -> AVSBenchDataset:
     # Native size: a deep check decodes files, it should not spend time resizing them.
     # Other options stay the readers' defaults, so that what fails here fails in training.
-    dataset = build_dataset(task, root, split, img_size=224)
+    dataset = build_dataset(task, root, split, img_size=224, entries=entries)
     assert isinstance(dataset, AVSBenchDataset)
+    dataset.irregular_mask_record = []  # listed in the report instead of logged
     return dataset
 
 
@@ -213,22 +287,41 @@ def _decode_video(
     max_listed: int,
 ) -> None:
     problems = []
-    before = dataset.stats["irregular_masks"]
+    record = dataset.irregular_mask_record
+    assert record is not None
+    record.clear()
     try:
         dataset[index]  # frames, masks, the audio the reader would use
     except AVSegFormerError as exc:
         problems.append(str(exc))
-    report.irregular_masks += dataset.stats["irregular_masks"] - before
-    # The reader takes the pkl when both exist: decode the WAV as well.
-    if files.log_mel is not None and files.wav is not None and files.wav.is_file():
+    for path, pixels in record:
+        report.irregular_masks += 1
+        if len(report.irregular_mask_files) < max_listed:
+            report.irregular_mask_files.append(f"{_relative(path, root)}: {pixels} pixels")
+    _count_frame_size(files, report)
+    # The reader took the pkl: decode the WAV as well (only then, or a bad WAV the
+    # reader used would be listed twice).
+    took_pkl = files.log_mel is not None and files.log_mel.is_file()
+    if took_pkl and files.wav is not None and files.wav.is_file():
         try:
-            read_audio(files.wav)
+            check_audio_file(files.wav)
         except AVSegFormerError as exc:
             problems.append(str(exc))
     for problem in problems:
         report.unreadable_count += 1
         if len(report.unreadable) < max_listed:
             report.unreadable.append(problem.replace(str(root) + "/", ""))
+
+
+def _count_frame_size(files: VideoFiles, report: SplitReport) -> None:
+    """Count the clip under its first frame's size on disk (a header read, no decoding)."""
+    try:
+        with Image.open(files.frames[0]) as image:
+            width, height = image.size
+    except (OSError, ValueError, SyntaxError):
+        return  # already reported by the reader
+    size = f"{width}x{height}"
+    report.frame_sizes[size] = report.frame_sizes.get(size, 0) + 1
 
 
 def _relative(path: Path, root: Path) -> str:

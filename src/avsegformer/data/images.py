@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import CorruptFileError, MissingFileError
+from ..errors import CorruptFileError, MissingFileError, NonFiniteDataError
+from ..finite import require_finite
 from ..zoo import IMAGENET_MEAN, IMAGENET_STD
 from .classes import NUM_AVSS_CLASSES, avss_palette
 
@@ -70,8 +71,9 @@ class Geometry:
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image file (PNG, JPEG...) with PIL.
 
-    Raises :class:`MissingFileError` or :class:`CorruptFileError` (truncated or not an
-    image), both naming ``path``.
+    Raises :class:`MissingFileError`, :class:`CorruptFileError` (truncated or not an
+    image) or :class:`NonFiniteDataError` (a floating-point image, e.g. a TIFF, holding
+    NaN or inf; 8-bit PNG/JPEG cannot), all naming ``path``.
     """
     try:
         image = Image.open(path)
@@ -83,6 +85,9 @@ def open_image(path: Path) -> Image.Image:
             f"cannot decode image {path}: {exc}; the file is truncated or not an image: "
             "re-extract or copy it again"
         ) from None
+    if image.mode == "F":
+        # PIL's conversion to RGB/L would turn NaN into some pixel value without a word.
+        require_finite(np.asarray(image), f"image {path}", error=NonFiniteDataError)
     return image
 
 
@@ -103,8 +108,61 @@ def frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
 
 def load_frame(path: Path, geometry: Geometry) -> np.ndarray:
     """Read one frame as RGB, apply ``geometry``: uint8 ``[H, W, 3]``."""
-    image = open_image(path).convert("RGB")
-    return np.asarray(geometry.apply(image, is_mask=False))
+    return _load_frame_sized(path, geometry)[0]
+
+
+def _load_frame_sized(path: Path, geometry: Geometry) -> tuple[np.ndarray, tuple[int, int]]:
+    image = open_image(path)
+    size = image.size
+    return np.asarray(geometry.apply(image.convert("RGB"), is_mask=False)), size
+
+
+def load_clip_frames(paths: list[Path], geometry: Geometry) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Read the frames of one clip: float32 ``[T, 3, H, W]`` (:func:`frames_to_tensor`)
+    and their size on disk ``(width, height)``.
+
+    The frames of a clip come from one video, so they must have one size: a frame of
+    another size (from another video, or extracted differently) raises
+    :class:`CorruptFileError` naming both files, instead of being resized silently. Any
+    common size is fine: ``geometry`` brings it to the model's size.
+    """
+    pixels = []
+    first_size: tuple[int, int] | None = None
+    for path in paths:
+        frame, size = _load_frame_sized(path, geometry)
+        if first_size is None:
+            first_size = size
+        elif size != first_size:
+            raise CorruptFileError(
+                f"frame {path} is {_size_text(size)} but frame {paths[0]} of the same clip is "
+                f"{_size_text(first_size)}: the frames of a clip come from one video and must "
+                "have one size; re-extract this clip's frames"
+            )
+        pixels.append(frame)
+    if first_size is None:
+        raise CorruptFileError("a clip without frames")
+    return frames_to_tensor(pixels), first_size
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def check_mask_size(
+    mask: Path, mask_size: tuple[int, int], frame: Path, frame_size: tuple[int, int]
+) -> None:
+    """Raise :class:`CorruptFileError` unless a mask has its frame's size on disk.
+
+    Frames and masks are resized separately (bilinear / nearest), so a mask of another
+    size (even of the same aspect ratio: the official S4/MS3 metric compares them without
+    resizing) would be read as a mask that does not line up with its frame.
+    """
+    if mask_size != frame_size:
+        raise CorruptFileError(
+            f"mask {mask} is {_size_text(mask_size)} but its frame {frame} is "
+            f"{_size_text(frame_size)}: a mask must have its frame's size (the two are "
+            "resized separately and would not line up); re-export the mask at the frame's size"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,10 +174,12 @@ class MaskDecoding:
     number of pixels that are not pure black/white (S4: decoded with PIL's dithered
     ``convert('1')`` like the original; MS3: the original's tensor would not be {0, 1}
     there, we use index != 0); AVSS: pixels whose colour is not in the palette (label 0).
+    ``source_size``: ``(width, height)`` of the file, before geometry.
     """
 
     values: np.ndarray
     irregular_pixels: int = 0
+    source_size: tuple[int, int] = (0, 0)
 
 
 def _binary_mask_image(image: Image.Image, rule: BinaryMaskRule) -> tuple[Image.Image, int]:
@@ -146,9 +206,10 @@ def _binary_mask_image(image: Image.Image, rule: BinaryMaskRule) -> tuple[Image.
 
 def load_binary_mask(path: Path, rule: BinaryMaskRule, geometry: Geometry) -> MaskDecoding:
     """Decode an S4 (``rule="s4"``) or MS3 (``"ms3"``) mask PNG: bool ``[H, W]`` after geometry."""
-    mask_image, irregular = _binary_mask_image(open_image(path), rule)
+    image = open_image(path)
+    mask_image, irregular = _binary_mask_image(image, rule)
     values = np.asarray(geometry.apply(mask_image, is_mask=True)) != 0
-    return MaskDecoding(values, irregular)
+    return MaskDecoding(values, irregular, image.size)
 
 
 @lru_cache(maxsize=1)
@@ -179,5 +240,6 @@ def color_mask_to_labels(rgb: np.ndarray) -> MaskDecoding:
 
 def load_color_mask(path: Path, geometry: Geometry) -> MaskDecoding:
     """Decode an AVSS ``labels_rgb`` PNG: int64 ``[H, W]`` class indices after geometry."""
-    image = open_image(path).convert("RGB")
-    return color_mask_to_labels(np.asarray(geometry.apply(image, is_mask=True)))
+    image = open_image(path)
+    decoded = color_mask_to_labels(np.asarray(geometry.apply(image.convert("RGB"), is_mask=True)))
+    return MaskDecoding(decoded.values, decoded.irregular_pixels, image.size)

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CorruptFileError, MissingFileError, UnsafePickleError
+from ..errors import CorruptFileError, MissingFileError, NonFiniteDataError, UnsafePickleError
 from ..fileio import atomic_path
+from ..finite import require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +229,8 @@ def load_logmel_pkl(
 
     Values are VGGish log-mels (>= log(0.01) = -4.605). ``expected_shape=None`` accepts
     any ``[N, 1, 96, 64]``. Raises :class:`CorruptFileError` naming the path and the shape
-    found when the tensor does not fit (wrong audio length, wrong dtype).
+    found when the tensor does not fit (wrong audio length, wrong dtype), and its subclass
+    :class:`NonFiniteDataError` when it holds NaN or infinite values.
     """
     tensor = load_tensor_pickle(path)
     if tensor.dtype != torch.float32:
@@ -246,6 +248,12 @@ def load_logmel_pkl(
             f"{path}: log-mel tensor has shape {list(tensor.shape)}, expected {list(wanted)} "
             "(one 0.96 s example per frame); regenerate it from the WAV file"
         )
+    # A NaN log-mel would pass every later step and only show as a wrong metric.
+    require_finite(
+        tensor,
+        f"log-mel file {path} (regenerate it from the WAV file)",
+        error=NonFiniteDataError,
+    )
     return tensor
 
 
