@@ -165,6 +165,28 @@ def test_skipping_stops_after_a_streak_of_non_finite_steps(
         trainer.fit()
 
 
+def test_gradient_scaler_overflows_are_skipped_and_counted(s4_root: Path, tmp_path: Path) -> None:
+    # float16 autocast needs CUDA; the scaler's overflow handling is the same on CPU: a
+    # scale so large that the scaled gradients overflow (the loss itself stays finite).
+    config = get_config("tiny_s4").with_overrides(FAST)
+    options = TrainOptions(s4_root, tmp_path, progress=False, val_split="", max_steps=3)
+    trainer = Trainer(config, options)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    criterion = trainer.criterion
+
+    def large_loss(*args, **kwargs):
+        loss, parts = criterion(*args, **kwargs)
+        return loss * 1e6, parts
+
+    trainer.criterion = large_loss  # type: ignore[assignment]
+    result = trainer.fit()  # the default policy "stop" does not stop on overflows
+    assert result.steps == 3
+    assert result.overflow_skipped_steps == 3 and result.nonfinite_skipped_steps == 0
+    assert trainer.scaler.get_scale() == 2.0**124  # halved at each overflow
+    summary = json.loads((tmp_path / "train_summary.json").read_text(), parse_constant=_refuse)
+    assert summary["overflow_skipped_steps"] == 3
+
+
 # ------------------------------------------------------------------ the run folder
 def test_an_existing_run_needs_resume_or_overwrite(
     s4_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

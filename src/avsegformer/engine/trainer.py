@@ -227,8 +227,12 @@ class Trainer:
         if previous_run and not (options.resume or options.overwrite):
             raise OutputExistsError(
                 f"{self.out_dir} holds a training run ({', '.join(previous_run)})",
-                hint="resume=True continues it, overwrite=True starts again",
-                cli_hint="pass --resume to continue it or --overwrite to start again",
+                hint="resume=True continues it, overwrite=True starts again"
+                if LAST in previous_run
+                else f"it has no {LAST} to resume from: overwrite=True starts again",
+                cli_hint="pass --resume to continue it or --overwrite to start again"
+                if LAST in previous_run
+                else f"it has no {LAST} to resume from: pass --overwrite to start again",
             )
         if options.resume and options.overwrite:
             raise ConfigError("resume and overwrite exclude each other: choose one")
@@ -513,6 +517,7 @@ class Trainer:
             self._save_last()
         self.log.plot()
         self.log.close()
+        skipped_clips = merge_skipped(dist.all_gather_object(self.bad_clips.records()))
         dist.barrier()
         result = TrainResult(
             out_dir=str(self.out_dir),
@@ -529,7 +534,7 @@ class Trainer:
             already_finished=finished_already,
             nonfinite_skipped_steps=self.progress.nonfinite_skipped,
             overflow_skipped_steps=self.progress.overflow_skipped,
-            skipped_clips=merge_skipped(dist.all_gather_object(self.bad_clips.records())),
+            skipped_clips=skipped_clips,
         )
         if self.info.is_main and not finished_already:
             _write_json(self.out_dir / "train_summary.json", dataclasses.asdict(result))
@@ -574,6 +579,12 @@ class Trainer:
         with bar:
             for guarded in loader:
                 batch = self.bad_clips.accept(guarded)
+                if self.options.skip_bad_clips and self.info.world_size > 1:
+                    # DDP needs every process in the backward: if one has no clip left,
+                    # all skip the step.
+                    empty = torch.tensor([float(batch is None)], device=self.device)
+                    if dist.all_reduce_tensor(empty).item() > 0:
+                        batch = None
                 self._step_lr = self.optimizer.param_groups[0]["lr"]  # this step's
                 largest_lr = max(largest_lr, self._step_lr)
                 parts = self._step(net, batch, epoch) if batch is not None else None
@@ -698,8 +709,8 @@ class Trainer:
         else:
             kept = "no checkpoint of this run had been written yet"
         message = f"training stopped at step {step} (epoch {epoch + 1}): {why}; {kept}"
-        skip = "or train.nonfinite='skip' to skip such steps" if nonfinite_hint else ""
-        cli_skip = "or --set nonfinite=skip to skip such steps" if nonfinite_hint else ""
+        skip = ", or train.nonfinite='skip' to skip such steps" if nonfinite_hint else ""
+        cli_skip = ", or --set nonfinite=skip to skip such steps" if nonfinite_hint else ""
         if self.info.is_main:
             self.log.log({"kind": "stopped", "epoch": epoch + 1, "step": step, "reason": why})
             self.log.close()
@@ -712,8 +723,8 @@ class Trainer:
             )  # fmt: skip
         raise NonFiniteError(
             message,
-            hint=f"lower train.lr, check the data {skip}".strip(),
-            cli_hint=f"lower the learning rate (--set lr=...), check the data {cli_skip}".strip(),
+            hint=f"lower train.lr, check the data{skip}",
+            cli_hint=f"lower the learning rate (--set lr=...), check the data{cli_skip}",
         )
 
     def _require_finite_weights(self, epoch: int, before: str) -> None:
