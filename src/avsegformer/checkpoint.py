@@ -763,7 +763,14 @@ def save_checkpoint(
             tensors[prefix + key] = tensor
 
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata=header)
+        try:
+            save_file(tensors, str(temporary), metadata=header)
+        except Exception as exc:  # safetensors reports OS errors (disk full) as its own
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            errno_ = int(code[1])
+            raise OSError(errno_, os.strerror(errno_), str(path)) from None
     return path
 
 

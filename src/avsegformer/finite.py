@@ -44,3 +44,22 @@ def require_finite(
     bad = non_finite_count(values)
     total = values.size if isinstance(values, np.ndarray) else values.numel()
     raise error(f"{what}: {bad} of {total} values are NaN or infinite")
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN/infinite float replaced by ``None`` (JSON has no NaN).
+
+    A dict that held such floats also gets ``"nonfinite": [keys]``, so a reader can tell
+    a missing value from one that was NaN or infinite.
+    """
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        out = {k: json_safe(v) for k, v in value.items()}
+        bad = [k for k, v in value.items() if isinstance(v, float) and not np.isfinite(v)]
+        if bad:
+            out["nonfinite"] = bad
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -33,6 +34,66 @@ PVT_V2_B5_CHANNELS = (64, 128, 320, 512)
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The values a numeric configuration field may take (every float must be finite).
+
+    ``low``/``high``: inclusive bounds unless ``high_open`` (``None``: unbounded). A tuple
+    field's items are checked one by one.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and value < self.low:
+            return False
+        if self.high is None:
+            return True
+        return value < self.high if self.high_open else value <= self.high
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f">= {self.low:g}" if self.low is not None else "a finite number"
+        close = ")" if self.high_open else "]"
+        return f"in [{self.low:g}, {self.high:g}{close}"
+
+
+def limited(default: Any, low: float | None = None, high: float | None = None, *,
+            high_open: bool = False) -> Any:  # fmt: skip
+    """A dataclass field with :class:`Limits`, checked whenever a configuration is made
+    (``--set``, ``config.json``, a checkpoint's record), before any data is read."""
+    return field(default=default, metadata={"limits": Limits(low, high, high_open)})
+
+
+def check_limits(section: Any, prefix: str) -> None:
+    """Raise :class:`ConfigError` naming ``prefix.key``, the value and the allowed range
+    for the first field of ``section`` outside its :class:`Limits` (or not finite)."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        limits: Limits | None = f.metadata.get("limits")
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            allowed = limits.describe() if limits is not None else "a finite number"
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(
+                    f"{prefix}.{f.name}={_show(value)} is not a finite number; it must be {allowed}"
+                )
+            if limits is not None and not limits.admits(item):
+                raise ConfigError(
+                    f"{prefix}.{f.name}={_show(value)} is out of range; it must be {allowed}"
+                )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an AVSegFormer network.
 
@@ -42,36 +103,39 @@ class ModelConfig:
     """
 
     backbone: str = "res50"
-    in_channels: tuple[int, ...] = RESNET50_CHANNELS
+    in_channels: tuple[int, ...] = limited(RESNET50_CHANNELS, 1)
     # Widths and block counts of a light backbone; ignored by res50 / pvt_v2_b5.
-    backbone_widths: tuple[int, ...] = ()
-    backbone_depths: tuple[int, ...] = ()
-    num_classes: int = 1
-    embed_dim: int = 256
-    query_num: int = 300
-    num_heads: int = 8
-    num_levels: int = 3
-    num_points: int = 4
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    generator_layers: int = 6
-    generator_ffn_dim: int = 1024
-    mlp_hidden_dim: int = 2048
-    gn_groups: int = 32
+    backbone_widths: tuple[int, ...] = limited((), 1)
+    backbone_depths: tuple[int, ...] = limited((), 1)
+    num_classes: int = limited(1, 1)
+    embed_dim: int = limited(256, 1)
+    query_num: int = limited(300, 1)
+    num_heads: int = limited(8, 1)
+    num_levels: int = limited(3, 1)
+    num_points: int = limited(4, 1)
+    encoder_layers: int = limited(6, 1)
+    decoder_layers: int = limited(6, 1)
+    ffn_dim: int = limited(2048, 1)
+    dropout: float = limited(0.1, 0, 1, high_open=True)
+    generator_layers: int = limited(6, 1)
+    generator_ffn_dim: int = limited(1024, 1)
+    mlp_hidden_dim: int = limited(2048, 1)
+    gn_groups: int = limited(32, 1)
     # Hidden widths of the mask decoder ``head.fc`` (3x3 conv, 4x upsampling, 3x3 conv).
-    mask_head_widths: tuple[int, ...] = (128, 32)
+    mask_head_widths: tuple[int, ...] = limited((128, 32), 1)
     audio_encoder: str = "vggish"
     # Channel widths of a light audio encoder; ignored by "vggish".
-    audio_widths: tuple[int, ...] = ()
-    audio_dim: int = 128
+    audio_widths: tuple[int, ...] = limited((), 1)
+    audio_dim: int = limited(128, 1)
     freeze_audio: bool = True
-    drop_path_rate: float = 0.1
+    drop_path_rate: float = limited(0.1, 0, 1, high_open=True)
     # The authors' network carries modules its forward never uses (head.fpn,
     # head.attn_fc, ResNet layer3_2/layer4_2). They are kept by default so the released
     # checkpoints load strictly; light models drop them.
     keep_unused_modules: bool = True
+
+    def __post_init__(self) -> None:
+        check_limits(self, "model")
 
 
 @dataclass(frozen=True)
@@ -85,37 +149,40 @@ class DataConfig:
 
     task: Task = "s4"
     img_size: int = 512
-    frames_per_clip: int = 5
-    num_classes: int = 1
+    frames_per_clip: int = limited(5, 1)
+    num_classes: int = limited(1, 1)
 
     def __post_init__(self) -> None:
+        check_limits(self, "data")
         # The backbone's total stride: caught here, before any data is read.
         if self.img_size <= 0 or self.img_size % 32:
-            raise ConfigError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+            raise ConfigError(
+                f"data.img_size must be a positive multiple of 32, got {self.img_size}"
+            )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and evaluation schedule (the authors' values by default)."""
 
-    epochs: int = 30
-    freeze_backbone_epochs: int = 5
-    batch_size: int = 2
-    eval_batch_size: int = 2
-    lr: float = 2e-5
-    weight_decay: float = 0.01
+    epochs: int = limited(30, 1)
+    freeze_backbone_epochs: int = limited(5, 0)
+    batch_size: int = limited(2, 1)
+    eval_batch_size: int = limited(2, 1)
+    lr: float = limited(2e-5, 0)
+    weight_decay: float = limited(0.01, 0)
     scheduler: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
+    warmup_steps: int = limited(0, 0)
     loss_type: Literal["dice", "bce"] = "dice"
-    iou_loss_weight: float = 1.0
-    mix_loss_weight: float = 0.1
-    eval_start_epoch: int = 0
-    eval_every: int = 1
-    num_workers: int = 2
+    iou_loss_weight: float = limited(1.0, 0)
+    mix_loss_weight: float = limited(0.1, 0)
+    eval_start_epoch: int = limited(0, 0)
+    eval_every: int = limited(1, 1)
+    num_workers: int = limited(2, 0)
     # "auto": bfloat16 autocast on CUDA, float32 on CPU.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    grad_clip: float = 0.0
-    seed: int = 123
+    grad_clip: float = limited(0.0, 0)
+    seed: int = limited(123, 0)
     # BatchNorm with small per-process batches: "freeze_bn" keeps every BN layer (the
     # ResNet backbone's; the tiny audio CNN's) in eval mode (running statistics);
     # "sync_bn" synchronises batch statistics across processes (CUDA only: torch has
@@ -130,6 +197,14 @@ class TrainConfig:
     # "zero" replaces every clip's audio by silence in training and validation: the
     # visual-only baseline of the audio-reliance benchmark.
     audio: Literal["matched", "zero"] = "matched"
+    # A step whose loss or gradient norm is NaN/inf: "stop" the run there (exit non-zero,
+    # the last good checkpoint kept) or "skip" it (no update; counted in the log and the
+    # summary; the run stops after MAX_CONSECUTIVE_NONFINITE such steps in a row).
+    # float16 gradient-scaler overflow steps are skipped and counted under both.
+    nonfinite: Literal["stop", "skip"] = "stop"
+
+    def __post_init__(self) -> None:
+        check_limits(self, "train")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
+from ..finite import json_safe
 from ..zoo import Config, get_config
 
 
@@ -137,7 +138,8 @@ def add_json_argument(parser: argparse.ArgumentParser, what: str, old: str | Non
 
 def write_json_output(path: str, value: object) -> str | None:
     """Write ``value`` as JSON to ``path`` (``-``: print it); returns the file written."""
-    text = json.dumps(value, indent=2, default=str) + "\n"
+    # JSON has no NaN: non-finite numbers become null (and are listed under "nonfinite").
+    text = json.dumps(json_safe(value), indent=2, default=str, allow_nan=False) + "\n"
     if path == "-":
         print(text, end="")
         return None
@@ -167,6 +169,17 @@ def deprecated_used(argv: list[str], aliases: dict[str, str]) -> list[tuple[str,
         if any(arg == old or arg.startswith(old + "=") for arg in argv):
             used.append((old, new))
     return used
+
+
+def add_skip_bad_clips_argument(parser: argparse.ArgumentParser) -> None:
+    """``--skip-bad-clips``: go on past clips whose files cannot be read (exit status 1)."""
+    parser.add_argument(
+        "--skip-bad-clips",
+        action="store_true",
+        help="skip clips whose files are missing or damaged instead of stopping at the "
+        "first; they are listed at the end (and in the JSON/summary) and the exit "
+        "status is 1",
+    )
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from ._common import (
     add_device_arguments,
     add_json_argument,
     add_precision_argument,
+    add_skip_bad_clips_argument,
     add_workers_argument,
     config_for_checkpoint,
     write_json_output,
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the forward eagerly on CUDA (default: replay CUDA graphs)",
     )
+    add_skip_bad_clips_argument(parser)
     add_device_arguments(parser)
 
 
@@ -78,11 +80,18 @@ def run(args: argparse.Namespace) -> int:
     from ..data import build_dataset
     from ..engine import dist
     from ..engine.evaluator import evaluate, resolve_precision
+    from ..engine.loading import report_skipped
+    from ..fileio import check_writable
     from ..modeling.build import build_model
     from ..modeling.optimize import optimize
 
     info = dist.init_distributed()
     try:
+        # Before any work: an evaluation is not thrown away for an unwritable output.
+        if args.json and args.json != "-":
+            check_writable(args.json, what="--json file")
+        if args.save_masks:
+            check_writable(args.save_masks, what="--save-masks folder", folder=True)
         config = config_for_checkpoint(args.config, args.overrides, args.checkpoint)
         # Evaluation never runs the authors' unused modules: do not hold them in memory.
         model = build_model(config.with_overrides({"model.keep_unused_modules": False}))
@@ -113,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             progress=not args.no_progress,
             split=args.split,
+            skip_bad_clips=args.skip_bad_clips,
         )
         result.config = config.name
         result.checkpoint = str(args.checkpoint)
@@ -123,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
                 written = write_json_output(args.json, result.to_dict())
                 if written:
                     print(f"results written to {written}")
-        return 0
+            report_skipped(result.skipped_clips, f"the {args.split} split")
+        # Scores over fewer clips than the split holds are not the split's scores.
+        return 1 if result.skipped_clips else 0
     finally:
         dist.cleanup()

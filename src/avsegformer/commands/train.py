@@ -13,6 +13,7 @@ from ._common import (
     add_config_arguments,
     add_device_arguments,
     add_precision_argument,
+    add_skip_bad_clips_argument,
     add_workers_argument,
     resolve_config,
 )
@@ -30,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in --out from last.safetensors to the same end; with "
         "--set epochs=N or --max-steps N it goes on to the new end (the learning-rate "
         "schedule is recomputed for it)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an --out that holds a run: removes only the files a run "
+        "writes (checkpoints, logs, config.json, curves.png, train_summary.json)",
     )
     parser.add_argument(
         "--pretrained",
@@ -65,11 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how clips with too few/many audio examples are fitted (see avsegformer.audio)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_skip_bad_clips_argument(parser)
     add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import dist
+    from ..engine.loading import report_skipped
     from ..engine.trainer import Trainer, TrainOptions
 
     info = dist.init_distributed()
@@ -88,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             data_root=args.data_root,
             out_dir=out,
             resume=args.resume,
+            overwrite=args.overwrite,
+            skip_bad_clips=args.skip_bad_clips,
             pretrained=args.pretrained,
             device=args.device,
             max_steps=args.max_steps,
@@ -119,6 +130,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             else:
                 print(f"done: {result.steps} steps (no validation); checkpoints in {out}")
-        return 0
+            skipped_steps = result.nonfinite_skipped_steps + result.overflow_skipped_steps
+            if skipped_steps:
+                print(
+                    f"{skipped_steps} step(s) skipped without an update: "
+                    f"{result.nonfinite_skipped_steps} with a non-finite loss or gradient, "
+                    f"{result.overflow_skipped_steps} float16 overflow(s)"
+                )
+            report_skipped(result.skipped_clips, "training")
+        # A run that left clips out did not train on the data asked for: say so.
+        return 1 if result.skipped_clips else 0
     finally:
         dist.cleanup()

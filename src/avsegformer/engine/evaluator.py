@@ -33,9 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..audio import SAMPLE_RATE, SILENCE_LOG_MEL, waveform_to_examples
 from ..data.avsbench import AVBatch, AVSample, collate
 from ..data.classes import AVSS_CLASSES
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteError
 from ..progress import track
 from . import dist
+from .loading import BadClipPolicy, GuardedDataset, guarded_collate, merge_skipped, video_id_of
 from .metrics import AVSSMetric, BinaryMetric
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class EvalResult:
     per_class: list[dict[str, Any]] = field(default_factory=list)
     config: str = ""
     checkpoint: str = ""
+    # Clips left out by skip_bad_clips: {"video_id", "reason", "times"} each.
+    skipped_clips: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def metric_overhead(self) -> float:
@@ -96,6 +99,9 @@ class EvalResult:
                         f"    {row['id']:>3} {row['name']:<16} {row['iou']:6.4f} "
                         f"{row['fscore']:6.4f} {row['frames']:>7}"
                     )
+        if self.skipped_clips:
+            lines.append(f"  SKIPPED {len(self.skipped_clips)} clip(s) (not scored):")
+            lines.extend(f"    {r['video_id']}: {r['reason']}" for r in self.skipped_clips)
         lines.append(
             f"  time {self.seconds:.1f} s (forward {self.forward_seconds:.1f} s, "
             f"metrics {self.metric_seconds:.2f} s = {100 * self.metric_overhead:.1f}% of forward)"
@@ -219,19 +225,28 @@ def iterate_batches(
     audio_mode: AudioMode = "matched",
     seed: int = 0,
     num_workers: int = 0,
+    bad_clips: BadClipPolicy | None = None,
 ) -> Iterator[tuple[torch.Tensor, AVBatch]]:
-    """This process's share of ``dataset`` in order, as ``(dataset indices, batch)``."""
-    wrapped = AudioSubstitution(dataset, audio_mode, seed)
+    """This process's share of ``dataset`` in order, as ``(dataset indices, batch)``.
+
+    A clip that fails to load raises its own one-line error (also from worker
+    processes), or is left out and recorded by ``bad_clips`` when it skips.
+    """
+    policy = bad_clips if bad_clips is not None else BadClipPolicy(skip=False)
+    wrapped = GuardedDataset(AudioSubstitution(dataset, audio_mode, seed), video_id_of(dataset))
     shard = shard_indices(len(wrapped), dist.get_rank(), dist.get_world_size())
     loader = DataLoader(
         torch.utils.data.Subset(wrapped, shard),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_collate_indexed,
+        collate_fn=guarded_collate(_collate_indexed),
         persistent_workers=False,
     )
-    yield from loader
+    for guarded in loader:
+        batch = policy.accept(guarded)
+        if batch is not None:
+            yield batch
 
 
 @torch.no_grad()
@@ -251,6 +266,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     split: str = "",
+    skip_bad_clips: bool = False,
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset`` (a reader from :func:`avsegformer.data.build_dataset`).
 
@@ -269,6 +285,12 @@ def evaluate(
         seed: seed of the ``noise`` / ``shuffled`` substitutions.
         progress: show a progress bar (main process only).
         split: name recorded in the result.
+        skip_bad_clips: leave out clips whose files raise a data error (recorded in
+            ``EvalResult.skipped_clips``) instead of stopping at the first.
+
+    Raises:
+        NonFiniteError: the model's output is NaN or infinite (non-finite weights or
+            inputs): no score is computed from it.
     """
     if task not in ("s4", "ms3", "avss"):
         raise ConfigError(f"unknown task {task!r}")
@@ -283,8 +305,14 @@ def evaluate(
 
     start = time.perf_counter()
     forward_seconds = metric_seconds = 0.0
+    bad_clips = BadClipPolicy(skip=skip_bad_clips)
     batches = iterate_batches(
-        dataset, batch_size=batch_size, audio_mode=audio_mode, seed=seed, num_workers=num_workers
+        dataset,
+        batch_size=batch_size,
+        audio_mode=audio_mode,
+        seed=seed,
+        num_workers=num_workers,
+        bad_clips=bad_clips,
     )
     total = math.ceil(
         len(shard_indices(len(dataset), dist.get_rank(), dist.get_world_size())) / batch_size
@@ -303,6 +331,12 @@ def evaluate(
         with autocast_context(device, precision):
             logits = model(frames, audio, temporal_mask).logits
         logits = logits.float()
+        if not bool(torch.isfinite(logits).all()):
+            # A NaN model still gives masks (all empty) and a score: refuse to compute it.
+            raise NonFiniteError(
+                f"the model's output for clip(s) {', '.join(batch.video_ids)} is NaN or "
+                "infinite: its weights or these inputs are not finite; no score computed"
+            )
         _sync(device)
         t1 = time.perf_counter()
         frames_per_clip = batch.frames.shape[1]
@@ -326,6 +360,7 @@ def evaluate(
         if mask_dir is not None:
             save_prediction_masks(mask_dir, task, batch, logits, avss_mask_size=avss_mask_size)
 
+    skipped = merge_skipped(dist.all_gather_object(bad_clips.records()))
     scores = metric.compute()
     per_class: list[dict[str, Any]] = []
     if isinstance(metric, AVSSMetric):
@@ -341,7 +376,7 @@ def evaluate(
                 )
             )
         ]
-        num_videos = len(dataset)  # type: ignore[arg-type]
+        num_videos = len(dataset) - len(skipped)  # type: ignore[arg-type]
         result_mode, group = "avss71", None
     else:
         num_videos = scores.num_videos
@@ -362,6 +397,7 @@ def evaluate(
         metric_seconds=metric_seconds,
         per_class=per_class,
         config=getattr(getattr(model, "config", None), "name", ""),
+        skipped_clips=skipped,
     )
 
 

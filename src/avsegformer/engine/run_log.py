@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_path, atomic_write_text
+from ..finite import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +46,16 @@ class RunLogger:
         if not self.enabled or not self.jsonl_path.exists():
             return
         kept = [r for r in self.records() if int(r.get("step", 0)) <= step]
-        atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.jsonl_path, "".join(_json_line(r) for r in kept))
         self._rewrite_csv(kept)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        record = json_safe(record)  # type: ignore[assignment]
         with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(_json_line(record))
         new_file = not self.csv_path.exists()
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -63,14 +65,29 @@ class RunLogger:
         if self._tb is not None:
             kind = record.get("kind", "train")
             for key, value in record.items():
-                if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)):
+                if (
+                    key not in ("kind", "epoch", "step")
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self._tb.add_scalar(f"{kind}/{key}", value, int(record.get("step", 0)))
 
     def records(self) -> list[dict[str, Any]]:
         if not self.jsonl_path.exists():
             return []
+        records = []
         with open(self.jsonl_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # A line torn by a full disk or a kill: the rest of the log stays usable.
+                    logger.warning(
+                        "%s: line %d is not valid JSON; ignored", self.jsonl_path, number
+                    )
+        return records
 
     def _rewrite_csv(self, records: list[dict[str, Any]]) -> None:
         with atomic_path(self.csv_path) as temporary, open(temporary, "w", newline="") as f:
@@ -91,7 +108,7 @@ class RunLogger:
             logger.info("matplotlib not installed: no curves.png (pip install matplotlib)")
             return None
         records = self.records()
-        train = [r for r in records if r.get("kind") == "train" and "loss" in r]
+        train = [r for r in records if r.get("kind") == "train" and r.get("loss") is not None]
         val = [r for r in records if r.get("kind") == "val" and "miou" in r]
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         ax = axes[0]
@@ -124,3 +141,8 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One valid JSON line (NaN/inf as null, see :func:`avsegformer.finite.json_safe`)."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"

@@ -25,6 +25,20 @@ when that is given (as many epochs as that takes; the schedule is sized to it).
 and the learning rate follows it from the restored step; the log says so. A run resumed
 at its end trains nothing and says that it is finished. Epochs are numbered from 1 in
 everything written (console, ``log.jsonl``/``log.csv``, ``train_summary.json``).
+
+Nothing is lost or silently wrong:
+
+* A run folder that holds a run is continued (``resume``) or replaced (``overwrite``,
+  which removes only the files a run writes, :data:`RUN_FILES`), never mixed into.
+* A NaN or infinite loss or gradient norm stops the run at that step
+  (:class:`~avsegformer.errors.NonFiniteError` naming the step, the epoch and which),
+  before the update; ``train.nonfinite="skip"`` skips such steps instead (no update,
+  counted), up to :data:`MAX_CONSECUTIVE_NONFINITE` in a row. float16 gradient-scaler
+  overflow steps are skipped and counted as usual. Weights are checked before every
+  checkpoint and every validation, so no checkpoint and no score comes from non-finite
+  weights; the logs hold ``null`` (and a ``nonfinite`` list) where a value was NaN.
+* A clip whose files cannot be read stops the run with its own one-line error, or with
+  ``skip_bad_clips`` is left out and listed in ``train_summary.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +61,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
 from ..data import build_dataset, collate
-from ..errors import CheckpointError, ConfigError, DataError
-from ..fileio import atomic_write_text
+from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputExistsError
+from ..fileio import atomic_write_text, check_writable, remove_path, sweep_stale_temporaries
+from ..finite import json_safe
 from ..modeling.build import build_model
 from ..modeling.optimize import optimize
 from ..progress import progress_bar
@@ -60,6 +76,14 @@ from .evaluator import (
     evaluate,
     model_inputs,
     resolve_precision,
+)
+from .loading import (
+    BadClipPolicy,
+    GuardedDataset,
+    SkippedClip,
+    guarded_collate,
+    merge_skipped,
+    video_id_of,
 )
 from .losses import SegmentationLoss
 from .run_log import RunLogger
@@ -74,6 +98,14 @@ logger = logging.getLogger(__name__)
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+#: What a training run writes in its folder (``overwrite`` removes these and nothing else).
+RUN_FILES = (
+    LAST, BEST, "config.json", "log.jsonl", "log.csv", "curves.png", "train_summary.json",
+    "tensorboard",
+)  # fmt: skip
+#: With ``train.nonfinite="skip"`` (or float16 overflows): this many non-finite steps in
+#: a row stop the run anyway; the weights are not recovering.
+MAX_CONSECUTIVE_NONFINITE = 20
 
 
 @dataclass
@@ -97,6 +129,10 @@ class TrainOptions:
     progress: bool = True
     # Called after every optimiser step with the trainer (tests use it to simulate a crash).
     on_step_end: Callable[[Trainer], None] | None = None
+    # Start again in an out_dir that holds a run (its run files are removed first).
+    overwrite: bool = False
+    # Leave out clips whose files cannot be read (listed in TrainResult.skipped_clips).
+    skip_bad_clips: bool = False
 
 
 @dataclass
@@ -117,6 +153,12 @@ class TrainResult:
     total_steps: int = 0
     # True when the run was already at its end (a resume with nothing left to train).
     already_finished: bool = False
+    # Steps without an update: non-finite loss/gradient (train.nonfinite="skip") and
+    # float16 gradient-scaler overflows; over the whole run, resumes included.
+    nonfinite_skipped_steps: int = 0
+    overflow_skipped_steps: int = 0
+    # Clips left out by skip_bad_clips: {"video_id", "reason", "times"} each.
+    skipped_clips: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -129,6 +171,8 @@ class Progress:
     best_miou: float = -1.0
     best_fscore: float = 0.0
     best_epoch: int = -1
+    nonfinite_skipped: int = 0
+    overflow_skipped: int = 0
 
 
 class EpochSampler(Sampler[int]):
@@ -176,6 +220,24 @@ class Trainer:
         self.device = torch.device(options.device) if options.device else self.info.device
         last = self.out_dir / LAST
         saved: Any = None
+        check_writable(self.out_dir, what="run folder", folder=True)
+        if self.info.is_main:
+            sweep_stale_temporaries(self.out_dir)  # e.g. a checkpoint save killed midway
+        previous_run = self._previous_run_files()
+        if previous_run and not (options.resume or options.overwrite):
+            raise OutputExistsError(
+                f"{self.out_dir} holds a training run ({', '.join(previous_run)})",
+                hint="resume=True continues it, overwrite=True starts again"
+                if LAST in previous_run
+                else f"it has no {LAST} to resume from: overwrite=True starts again",
+                cli_hint="pass --resume to continue it or --overwrite to start again"
+                if LAST in previous_run
+                else f"it has no {LAST} to resume from: pass --overwrite to start again",
+            )
+        if options.resume and options.overwrite:
+            raise ConfigError("resume and overwrite exclude each other: choose one")
+        # Every process has seen the folder as it was before the main one writes in it.
+        dist.barrier()
         if options.resume:
             if not last.is_file():
                 raise CheckpointError(
@@ -211,6 +273,11 @@ class Trainer:
         )
         self.train_set = self._dataset("train")
         self.val_set = self._dataset(options.val_split) if options.val_split else None
+        if saved is not None:
+            self._check_same_data(last, saved.metadata)
+        self.bad_clips = BadClipPolicy(skip=options.skip_bad_clips)
+        self._consecutive_nonfinite = 0
+        self._last_saved_step: int | None = None
         self.sampler = EpochSampler(
             len(self.train_set), rank=self.info.rank, world_size=world, seed=cfg.seed
         )
@@ -238,11 +305,47 @@ class Trainer:
         self._wrapped_frozen: bool | None = None
         if saved is not None:
             self._restore(last, saved)
+            self._last_saved_step = self.progress.global_step
         elif self.info.is_main:
+            if previous_run:  # overwrite, now that everything else has been checked
+                logger.warning("--overwrite: removing the previous run's %s from %s",
+                               ", ".join(previous_run), self.out_dir)  # fmt: skip
+                for name in previous_run:
+                    remove_path(self.out_dir / name)
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(config.to_json())
+            atomic_write_text(self.out_dir / "config.json", config.to_json())
         if self.info.is_main:
             self._describe_schedule()
+
+    def _previous_run_files(self) -> list[str]:
+        """The run files (:data:`RUN_FILES`) already in the run folder."""
+        return [name for name in RUN_FILES if (self.out_dir / name).exists()]
+
+    def _check_same_data(self, last: Path, meta: dict[str, Any]) -> None:
+        """Warn when a resumed run is given other data than it recorded.
+
+        A warning, not an error: the same dataset at another path (another machine, a
+        moved disk) is a legitimate resume; the clip count tells the two cases apart.
+        """
+        recorded_root = meta.get("data_root")
+        root = str(Path(self.options.data_root).resolve())
+        recorded_clips = meta.get("train_clips")
+        clips = len(self.train_set)  # type: ignore[arg-type]
+        if self.info.is_main and recorded_root and recorded_root != root:
+            same = recorded_clips == clips
+            logger.warning(
+                "resuming %s with --data-root %s, but the run was trained on %s%s",
+                last, root, recorded_root,
+                " (the training split has the same number of clips)" if same
+                else f" (training clips: {clips} now, {recorded_clips} recorded; the "
+                "resumed epoch position refers to the recorded data)",
+            )  # fmt: skip
+        elif self.info.is_main and recorded_clips is not None and recorded_clips != clips:
+            logger.warning(
+                "resuming %s: the training split under %s now has %d clips, the run "
+                "recorded %d; the resumed epoch position refers to the recorded data",
+                last, root, clips, recorded_clips,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ building
     def _build_model(self) -> nn.Module:
@@ -414,6 +517,7 @@ class Trainer:
             self._save_last()
         self.log.plot()
         self.log.close()
+        skipped_clips = merge_skipped(dist.all_gather_object(self.bad_clips.records()))
         dist.barrier()
         result = TrainResult(
             out_dir=str(self.out_dir),
@@ -428,6 +532,9 @@ class Trainer:
             history=history,
             total_steps=self.total_steps,
             already_finished=finished_already,
+            nonfinite_skipped_steps=self.progress.nonfinite_skipped,
+            overflow_skipped_steps=self.progress.overflow_skipped,
+            skipped_clips=skipped_clips,
         )
         if self.info.is_main and not finished_already:
             _write_json(self.out_dir / "train_summary.json", dataclasses.asdict(result))
@@ -437,11 +544,13 @@ class Trainer:
         self.sampler.set_epoch(epoch, start=self.progress.step_in_epoch * self.local_batch)
         workers = self.config.train.num_workers
         return DataLoader(
-            self.train_set,
+            # Clips that fail to load come back as records: their own one-line error
+            # (not torch's worker traceback), or skipped with skip_bad_clips.
+            GuardedDataset(self.train_set, video_id_of(self.train_set)),
             batch_size=self.local_batch,
             sampler=self.sampler,
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=guarded_collate(collate),
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             # Its own generator: creating the loader must not draw from the global RNG,
@@ -463,21 +572,34 @@ class Trainer:
             initial=self.progress.step_in_epoch,
             enabled=self.options.progress and self.info.is_main,
         )
-        window: dict[str, float] = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
+        window = _empty_window()
         window_start = time.perf_counter()
         first_step = self.progress.global_step + 1
         largest_lr = 0.0
         with bar:
-            for batch in loader:
+            for guarded in loader:
+                batch = self.bad_clips.accept(guarded)
+                if self.options.skip_bad_clips and self.info.world_size > 1:
+                    # DDP needs every process in the backward: if one has no clip left,
+                    # all skip the step.
+                    empty = torch.tensor([float(batch is None)], device=self.device)
+                    if dist.all_reduce_tensor(empty).item() > 0:
+                        batch = None
                 self._step_lr = self.optimizer.param_groups[0]["lr"]  # this step's
                 largest_lr = max(largest_lr, self._step_lr)
-                parts = self._step(net, batch)
+                parts = self._step(net, batch, epoch) if batch is not None else None
+                if batch is None:  # every clip of the batch skipped: no update
+                    self._step_without_update()
                 self.progress.step_in_epoch += 1
                 self.progress.global_step += 1
-                for key in ("loss", "iou_loss", "mix_loss"):
-                    window[key] += parts[key]
-                window["n"] += 1
-                bar.update(1, loss=f"{parts['loss']:.4f}")
+                if parts is not None:
+                    for key in ("loss", "iou_loss", "mix_loss"):
+                        window[key] += parts[key]
+                    window["n"] += 1
+                    bar.update(1, loss=f"{parts['loss']:.4f}")
+                else:
+                    window["skipped"] += 1
+                    bar.update(1)
                 step = self.progress.global_step
                 last = step >= self.total_steps
                 if (
@@ -486,7 +608,7 @@ class Trainer:
                     or last
                 ):
                     self._log_train(epoch, window, time.perf_counter() - window_start)
-                    window = {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0}
+                    window = _empty_window()
                     window_start = time.perf_counter()
                 if self.options.on_step_end is not None:
                     self.options.on_step_end(self)
@@ -504,7 +626,8 @@ class Trainer:
                 self.total_steps,
             )
 
-    def _step(self, net: nn.Module, batch: Any) -> dict[str, float]:
+    def _step(self, net: nn.Module, batch: Any, epoch: int) -> dict[str, float] | None:
+        """One optimiser step; ``None`` when it was skipped (non-finite, see module doc)."""
         batch = batch.to(self.device, non_blocking=True)
         frames, audio, temporal_mask = model_inputs(batch, self.task)
         target = batch.masks.flatten(0, 1)
@@ -521,31 +644,122 @@ class Trainer:
         loss, parts = self.criterion(out.logits.float(), out.mask_feature.float(), target, flags)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # true gradients (a no-op without a scaler)
+        with_grad = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = (
+            torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+            if with_grad
+            else torch.zeros((), device=self.device)
+        )
+        values = torch.stack(
+            [loss.detach(), parts["iou_loss"], parts["mix_loss"], grad_norm.detach()]
+        ).float()
+        # Gradients are all-reduced (the same norm everywhere); losses are per process.
+        loss_bad = (~torch.isfinite(values[:1])).float()
+        if self.info.world_size > 1:
+            loss_bad = dist.all_reduce_tensor(loss_bad)
+        loss_value, iou_value, mix_value, norm_value = values.tolist()
+        if loss_bad.item() > 0 or not math.isfinite(norm_value):
+            self._nonfinite_step(epoch, loss_value, norm_value, bad_loss=loss_bad.item() > 0)
+            return None
+        self._consecutive_nonfinite = 0
         if self.config.train.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(with_grad, self.config.train.grad_clip, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        values = torch.stack([loss.detach(), parts["iou_loss"], parts["mix_loss"]]).float()
-        return dict(zip(("loss", "iou_loss", "mix_loss"), values.tolist(), strict=True))
+        return {"loss": loss_value, "iou_loss": iou_value, "mix_loss": mix_value}
+
+    def _nonfinite_step(self, epoch: int, loss: float, norm: float, *, bad_loss: bool) -> None:
+        """A step with a NaN/inf loss or gradient norm: stop, or skip it and count."""
+        step = self.progress.global_step + 1
+        which = f"the loss is {loss}" if bad_loss else f"the gradient norm is {norm}"
+        overflow = self.scaler.is_enabled() and not bad_loss
+        if not overflow and self.config.train.nonfinite == "stop":
+            self._stop(step, epoch, which, nonfinite_hint=True)
+        self._consecutive_nonfinite += 1
+        if overflow:
+            self.progress.overflow_skipped += 1
+        else:
+            self.progress.nonfinite_skipped += 1
+            if self.info.is_main:
+                logger.warning("step %d (epoch %d) skipped: %s (train.nonfinite=skip)",
+                               step, epoch + 1, which)  # fmt: skip
+        if self._consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+            self._stop(
+                step, epoch, f"{which} ({self._consecutive_nonfinite} non-finite steps in a "
+                "row: the weights are not recovering)", nonfinite_hint=False,
+            )  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update()  # lowers the float16 loss scale after an overflow
+        self._step_without_update()
+
+    def _step_without_update(self) -> None:
+        """A step that changes no weight (skipped) still advances the schedule."""
+        with warnings.catch_warnings():
+            # "lr_scheduler.step() before optimizer.step()": deliberate here.
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+
+    def _stop(self, step: int, epoch: int, why: str, *, nonfinite_hint: bool) -> None:
+        """End the run at ``step`` with a :class:`NonFiniteError`; nothing is saved, the
+        last good checkpoint stays; the log and the summary say why."""
+        if self._last_saved_step is not None:
+            kept = f"{self.out_dir / LAST} (step {self._last_saved_step}) is kept"
+        else:
+            kept = "no checkpoint of this run had been written yet"
+        message = f"training stopped at step {step} (epoch {epoch + 1}): {why}; {kept}"
+        skip = ", or train.nonfinite='skip' to skip such steps" if nonfinite_hint else ""
+        cli_skip = ", or --set nonfinite=skip to skip such steps" if nonfinite_hint else ""
+        if self.info.is_main:
+            self.log.log({"kind": "stopped", "epoch": epoch + 1, "step": step, "reason": why})
+            self.log.close()
+            _write_json(
+                self.out_dir / "train_summary.json",
+                {"status": "stopped", "error": message, "steps": step - 1,
+                 "total_steps": self.total_steps, "last_checkpoint_step": self._last_saved_step,
+                 "nonfinite_skipped_steps": self.progress.nonfinite_skipped,
+                 "overflow_skipped_steps": self.progress.overflow_skipped},
+            )  # fmt: skip
+        raise NonFiniteError(
+            message,
+            hint=f"lower train.lr, check the data{skip}",
+            cli_hint=f"lower the learning rate (--set lr=...), check the data{cli_skip}",
+        )
+
+    def _require_finite_weights(self, epoch: int, before: str) -> None:
+        """Stop (see :meth:`_stop`) if any weight is NaN/inf: nothing is saved or scored
+        from such weights."""
+        tensors = [(k, t) for k, t in self.model.state_dict().items() if t.is_floating_point()]
+        finite = torch.stack([torch.isfinite(t).all() for _, t in tensors])
+        if bool(finite.all()):
+            return
+        bad = [k for (k, _), ok in zip(tensors, finite.tolist(), strict=True) if not ok]
+        self._stop(
+            self.progress.global_step, epoch,
+            f"{len(bad)} of {len(tensors)} weight tensors are NaN or infinite (first: {bad[0]}) "
+            f"{before}", nonfinite_hint=False,
+        )  # fmt: skip
 
     def _log_train(self, epoch: int, window: dict[str, float], seconds: float) -> None:
         n = max(1, int(window["n"]))
         values = torch.tensor([window[k] / n for k in ("loss", "iou_loss", "mix_loss")])
         if self.info.world_size > 1:
             values = dist.all_reduce_tensor(values.to(self.device)).cpu() / self.info.world_size
-        record = {
+        updated = bool(window["n"])  # steps with an update in this window (else: no loss)
+        record: dict[str, Any] = {
             "kind": "train",
             "epoch": epoch + 1,
             "step": self.progress.global_step,
-            "loss": float(values[0]),
-            "iou_loss": float(values[1]),
-            "mix_loss": float(values[2]),
+            "loss": float(values[0]) if updated else None,
+            "iou_loss": float(values[1]) if updated else None,
+            "mix_loss": float(values[2]) if updated else None,
             "lr": self._step_lr,  # the learning rate of the last step logged
             "seconds": seconds,
             "samples_per_second": n * self.config.train.batch_size / max(seconds, 1e-9),
         }
+        if window["skipped"]:
+            record["skipped_steps"] = int(window["skipped"])
         self.log.log(record)
         self._check_weights_moved(record["lr"])
 
@@ -582,6 +796,7 @@ class Trainer:
         scheduled = epoch >= cfg.eval_start_epoch and epoch % max(1, cfg.eval_every) == 0
         if not (scheduled or force):
             return None
+        self._require_finite_weights(epoch, "before validation")
         result = self.validate()
         record = {
             "kind": "val",
@@ -628,13 +843,21 @@ class Trainer:
             precision=cfg.precision,
             progress=self.options.progress,
             split=self.options.val_split,
+            skip_bad_clips=self.options.skip_bad_clips,
         )
+        if result.skipped_clips:
+            for record in result.skipped_clips:
+                self.bad_clips.skipped.setdefault(
+                    record["video_id"],
+                    SkippedClip(record["video_id"], record["reason"], record["times"]),
+                )
         self._train_mode()
         return result
 
     # ------------------------------------------------------------------ checkpoints
     def _save_last(self) -> None:
         """Write ``last.safetensors`` (main process), with every process's RNG state."""
+        self._require_finite_weights(self.progress.epoch, f"at the save of {LAST}")
         rng_tensors, rng_record = capture_rng_state()
         gathered = dist.all_gather_object(
             ({k: v.numpy() for k, v in rng_tensors.items()}, rng_record)
@@ -657,6 +880,9 @@ class Trainer:
             "rng": rng_records,
             "world_size": self.info.world_size,
             "steps_per_epoch": self.steps_per_epoch,
+            # What the run trains on, to notice a resume on other data.
+            "data_root": str(Path(self.options.data_root).resolve()),
+            "train_clips": len(self.train_set),  # type: ignore[arg-type]
             "schedule": {
                 "total_steps": self.total_steps,
                 "max_steps": self.max_steps,
@@ -667,6 +893,7 @@ class Trainer:
             self.model, self.out_dir / LAST, config=self.config, metadata=metadata,
             extra_tensors=extra,
         )  # fmt: skip
+        self._last_saved_step = self.progress.global_step
         dist.barrier()
 
     def _restore(self, path: Path, contents: Any) -> None:
@@ -684,7 +911,13 @@ class Trainer:
             self.config.train.scheduler, self.config.train.warmup_steps, self.total_steps
         )
         self.scheduler.lr_lambdas = [schedule] * len(self.optimizer.param_groups)
-        if self._schedule_note:
+        lr_changed = any(base != self.config.train.lr for base in self.scheduler.base_lrs)
+        if lr_changed:
+            # The scheduler restored the saved run's base rate: --set lr=... must count.
+            self.scheduler.base_lrs = [self.config.train.lr] * len(self.optimizer.param_groups)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"] = self.config.train.lr
+        if self._schedule_note or lr_changed:
             for group, base in zip(
                 self.optimizer.param_groups, self.scheduler.base_lrs, strict=True
             ):
@@ -754,4 +987,10 @@ class LearningRateSchedule:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, default=str))
+    # JSON has no NaN: non-finite numbers become null (listed under "nonfinite").
+    atomic_write_text(path, json.dumps(json_safe(value), indent=2, default=str, allow_nan=False))
+
+
+def _empty_window() -> dict[str, float]:
+    """Sums of the steps logged together (``n`` updated, ``skipped`` not)."""
+    return {"loss": 0.0, "iou_loss": 0.0, "mix_loss": 0.0, "n": 0, "skipped": 0}
