@@ -431,12 +431,13 @@ def process_video_result(
 ) -> VideoResult:
     """:func:`process_video`, also saying whether the overlay asked for is missing."""
     from ..data.video import VideoWriter, probe_video, sample_times
-    from ..predictor import StageTimes, iter_video_samples
+    from ..predictor import StageTimes, _check_fps, iter_video_samples
     from ..progress import progress_bar
     from ..render import overlay as draw_overlay
     from ..render import save_binary_mask_png, save_class_mask_png
 
     started = time.perf_counter()
+    fps = _check_fps(fps)  # NaN, inf, <= 0: one line (the command line refuses them earlier)
     path, folder = Path(path), Path(folder)
     check_output_folder(path, folder, overwrite)  # before any decoding
     info = probe_video(path)
