@@ -288,17 +288,38 @@ def test_existing_output_is_refused_unless_overwrite(
     media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    (out / "h264_25").mkdir(parents=True)
-    (out / "h264_25" / "keep.txt").write_text("mine")
     args = [media["h264"], "--checkpoint", media["checkpoint"], "--out", out, "--no-overlay"]
+    assert _predict(*args) == 0
+    folder = out / "h264_25"
+    first = json.loads((folder / "summary.json").read_text())
+    (folder / "keep.txt").write_text("mine")  # the user's notes beside the results
+    (folder / "masks" / "notes.txt").write_text("mine too")
     capsys.readouterr()
     assert _predict(*args) != 0
     (line,) = _error_lines(capsys.readouterr().err)
-    assert "h264_25" in line and "--overwrite" in line
-    assert (out / "h264_25" / "keep.txt").is_file()
+    assert "h264_25" in line and "--overwrite" in line and "complete result" in line
+    assert json.loads((folder / "summary.json").read_text()) == first
+    # --overwrite replaces what predict wrote, and only that.
     assert _predict(*args, "--overwrite") == 0
-    assert sorted(p.name for p in (out / "h264_25").iterdir()) == ["masks", "summary.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt", "masks", "summary.json"]
+    assert (folder / "masks" / "notes.txt").read_text() == "mine too"
     assert sorted(p.name for p in out.iterdir()) == ["h264_25"]
+
+
+def test_overwrite_never_writes_into_a_folder_predict_did_not_make(
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sweep's case: --overwrite deleted unrelated files the user kept there."""
+    out = tmp_path / "out"
+    (out / "h264_25").mkdir(parents=True)
+    (out / "h264_25" / "keep.txt").write_text("mine")
+    args = [media["h264"], "--checkpoint", media["checkpoint"], "--out", out, "--no-overlay"]
+    for extra in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert _predict(*args, *extra) == 2
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert "h264_25" in line and "not an avsegformer predict output" in line
+        assert sorted(p.name for p in (out / "h264_25").iterdir()) == ["keep.txt"]
 
 
 def test_directories_are_searched_and_repeated_stems_get_their_own_folders(

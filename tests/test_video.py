@@ -26,6 +26,7 @@ from avsegformer.data.video import (
     probe_video,
     read_audio_track,
     sample_times,
+    stereo_downmix_matrix,
 )
 from avsegformer.errors import (
     CorruptVideoError,
@@ -530,3 +531,28 @@ def test_constant_rate_timestamps_default_to_index_over_fps(tmp_path) -> None:
     assert np.allclose([f.t for f in frames], np.arange(30) / fps, atol=2e-5)
     assert probe_video(out).fps == pytest.approx(fps, rel=1e-4)
     assert math.isclose(probe_video(out).duration, 30 / fps, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize(("layout", "channels"), [("7.1", 8), ("octagonal", 8), ("5.0", 5)])
+def test_written_audio_of_any_channel_count(tmp_path, layout, channels) -> None:
+    """PyAV's AudioFrame.from_ndarray raised IndexError on 8 planar channels."""
+    rate = 48000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, fps=25, size=(64, 48), audio_rate=rate, audio_layout=layout) as out:
+        out.write_audio(np.tile(tone[:, None], (1, channels)))
+        for i in range(25):
+            out.write_frame(np.zeros((48, 64, 3), np.uint8), i / 25)
+    sound, got_rate = read_audio_track(path, None, mono=False)
+    assert got_rate == rate and sound.shape[1] == channels
+    # The tone in every channel (AAC low-passes an LFE channel: at most one is quieter).
+    assert (np.abs(sound).max(axis=0) > 0.3).sum() >= channels - 1
+
+
+def test_stereo_downmix_keeps_sides_and_centre_and_drops_lfe() -> None:
+    matrix = stereo_downmix_matrix(av.AudioLayout("5.1"))  # FL FR FC LFE BL BR
+    assert matrix.shape == (2, 6)
+    assert matrix[:, 3].tolist() == [0.0, 0.0]  # LFE
+    assert matrix[0, 0] > 0 and matrix[0, 1] == 0 and matrix[1, 1] > 0 and matrix[1, 0] == 0
+    assert matrix[0, 2] == matrix[1, 2] > 0  # the centre goes to both sides
+    assert np.allclose(matrix.sum(axis=1), 1.0)  # no clipping

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.audio.plane import AudioPlane
 
 INDEX_BITS = 12
 TONE_AMPLITUDE = 0.5
@@ -179,11 +180,10 @@ def _audio_frames(
         n = min(block, total - offset)
         times = start + (offset + np.arange(n)) / rate
         mono = tone_signal(times, tone_schedule)
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(np.tile(mono, (layout.nb_channels, 1))),
-            format="fltp",
-            layout=layout.name,
-        )
+        # Plane by plane: PyAV's from_ndarray fails on exactly 8 channels (7.1, octagonal).
+        frame = av.AudioFrame(format="fltp", layout=layout.name, samples=n)
+        for channel in range(layout.nb_channels):
+            AudioPlane(frame, channel).update(mono)
         frame.sample_rate = rate
         frame.pts = first_pts + offset
         frame.time_base = Fraction(1, rate)

@@ -334,8 +334,18 @@ def _assemble_samples(
             period_frames=period_frames,
         )
 
+    warned_past_end = False
     try:
         for current in frames:
+            if not warned_past_end and count and _period_of(current.t, fps) >= count:
+                # The container stated a shorter duration than its frames span (a header
+                # that disagrees with the timestamps): say so rather than drop them quietly.
+                logger.warning(
+                    "%s: frames continue past the video's stated duration (%.3f s, frame at "
+                    "%.3f s); samples stop at %.3f s",
+                    source, count / fps, current.t, count / fps,
+                )  # fmt: skip
+                warned_past_end = True
             # A frame of a later period closes the samples before it.
             while k < count - 1 and _period_of(current.t, fps) > k:
                 yield make(k, chosen or current, period if keep_period_frames else None)

@@ -9,24 +9,37 @@ Examples::
 Each input gets a folder in ``--out`` (named after the file's stem; ``-2``, ``-3``... when
 stems repeat) holding ``masks/`` (one PNG per sampled frame, source resolution),
 ``overlay.mp4`` (the source video with its masks and its own sound) and
-``summary.json``. The folder is assembled under a hidden temporary name and renamed
-when complete, so a failure leaves nothing half-written. A bad input is reported on one
-line and the others still run; the exit status is 2 if any input failed.
+``summary.json``.
+
+Nothing is lost and nothing is torn: each mask PNG is written (atomically) as soon as it
+is computed and summary.json is rewritten every few seconds, its ``status`` saying whether
+the run is ``running``, ``complete``, ``incomplete`` (a video damaged midway: ``error``
+says where) or ``interrupted`` (SIGTERM, Ctrl-C). The overlay is one output among
+several: when it cannot be written, the masks and summary are finished anyway and the
+summary says why the overlay is missing. Temporaries (``.NAME.tmp-PID-...``) are removed
+on any failure and, when a process was killed outright, by the next start.
+
+``--overwrite`` removes only what predict writes (masks/NNNNNN.png, summary.json,
+overlay.mp4); a non-empty folder without our summary.json is never written into.
+
+A bad input is reported on one line and the others still run. Exit status: 0 all done;
+1 all done but an overlay asked for is missing (warning, summary); 2 an input failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
 import logging
+import math
 import os
-import shutil
+import re
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +54,14 @@ from ..errors import (
     MissingFileError,
     NoAudioStreamError,
     OutputExistsError,
+)
+from ..fileio import (
+    atomic_write_text,
+    check_writable,
+    is_temporary_name,
+    os_error_text,
+    remove_path,
+    sweep_stale_temporaries,
 )
 from ._common import add_precision_argument, warn_on_alias
 
@@ -112,7 +133,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "see `avsegformer models`)",
     )
     parser.add_argument(
-        "--fps", type=float, default=1.0, help="sampled frames per second (default 1)"
+        "--fps",
+        type=positive_fps,
+        default=1.0,
+        help="sampled frames per second (default 1; above the video's frame rate, "
+        "samples share frames: a warning says so)",
     )
     parser.add_argument(
         "--out", default="predictions", help="output folder (default: predictions/)"
@@ -136,7 +161,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="process videos without an audio stream, with silence as their sound",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results in existing output folders (only the files predict "
+        "writes: masks/, summary.json, overlay.mp4; other files stay)",
+    )
     parser.add_argument(
         "--no-overlay", dest="overlay", action="store_false", help="skip overlay.mp4"
     )
@@ -144,6 +174,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alpha", type=float, default=0.5, help="overlay opacity of the masks (default 0.5)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def positive_fps(text: str) -> float:
+    """argparse type of ``--fps``: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive, finite number of samples per second, got {text!r}"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,6 +285,90 @@ def _fit(
     return image, mask
 
 
+@dataclass
+class VideoResult:
+    """What became of one input: its summary, and whether the overlay asked for is missing."""
+
+    summary: dict[str, Any]
+    overlay_missing: bool = False
+
+
+# The files predict writes in an output folder (besides masks/NNNNNN.png): --overwrite
+# removes these and nothing else.
+SUMMARY_NAME = "summary.json"
+OVERLAY_NAME = "overlay.mp4"
+_MASK_NAME = re.compile(r"^\d{6}\.png$")
+# summary.json is rewritten this often (s) while a video is processed, so that an
+# interrupted run leaves an up-to-date record beside its masks; less often when writing
+# it takes long (tens of thousands of samples), so that it never costs over ~2%.
+SUMMARY_EVERY_S = 10.0
+SUMMARY_MAX_SHARE = 0.02
+
+
+def _is_predict_summary(path: Path) -> dict[str, Any] | None:
+    """The summary.json at ``path`` if avsegformer predict wrote it, else None."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(record, dict) and "avsegformer" in (record.get("software") or {}):
+        return record
+    return None
+
+
+def check_output_folder(source: Path, folder: Path, overwrite: bool) -> None:
+    """Fail before any work if ``folder`` cannot take ``source``'s results.
+
+    A missing or empty folder is fine. An existing predict output folder (it holds our
+    summary.json) needs ``overwrite``; any other non-empty folder is refused even then,
+    because files predict did not write are never deleted and would be mixed with ours.
+
+    Raises:
+        OutputExistsError, OutputNotWritableError.
+    """
+    check_writable(folder, what="the output folder", folder=True)
+    if not folder.is_dir():
+        return
+    entries = [e for e in folder.iterdir() if not is_temporary_name(e.name)]
+    if not entries:
+        return
+    previous = _is_predict_summary(folder / SUMMARY_NAME)
+    if previous is None:
+        raise OutputExistsError(
+            f"{source}: the output folder {folder} exists and is not an avsegformer predict "
+            "output (no summary.json of ours): not writing into it (choose another --out, or "
+            "move its files away)"
+        )
+    if not overwrite:
+        what = {
+            "complete": "a complete result",
+            "incomplete": "an incomplete result",
+            "interrupted": "an interrupted result",
+        }.get(previous.get("status", "complete"), "the result of a run that did not finish")
+        raise OutputExistsError(
+            f"{source}: the output folder {folder} exists already ({what})",
+            hint="pass overwrite=True to replace it",
+            cli_hint="pass --overwrite to replace it",
+        )
+
+
+def _remove_previous_outputs(folder: Path) -> list[str]:
+    """Delete what predict wrote in ``folder`` (masks/NNNNNN.png, summary.json,
+    overlay.mp4, our temporaries); return the names of the other entries, which stay."""
+    for name in (SUMMARY_NAME, OVERLAY_NAME):
+        (folder / name).unlink(missing_ok=True)
+    masks = folder / "masks"
+    if masks.is_dir():
+        for entry in masks.iterdir():
+            if _MASK_NAME.match(entry.name) or is_temporary_name(entry.name):
+                remove_path(entry)
+    return sorted(
+        e.name + ("/" if e.is_dir() else "")
+        for e in folder.iterdir()
+        if not (e.name == "masks" and e.is_dir() and not any(e.iterdir()))
+    )
+
+
 def process_video(
     predictor: Any,
     path: Path,
@@ -258,24 +385,61 @@ def process_video(
 ) -> dict[str, Any]:
     """Segment one video into ``folder`` (masks/, overlay.mp4, summary.json); returns the summary.
 
-    The folder is built under a hidden temporary name next to it and renamed at the end;
-    on any error the temporary folder is removed and the error re-raised.
+    Masks are written as they are computed (each PNG atomically) and summary.json is
+    rewritten every few seconds, so work is never lost: the summary's ``status`` is
+    "running" during the run, "complete" at the end, "incomplete" (with ``error``) when
+    the video fails midway, "interrupted" on SIGTERM / Ctrl-C. A failure before the
+    first mask leaves nothing behind. The overlay is optional: when it cannot be
+    written, the masks and the summary are still completed, and the summary says why
+    the overlay is missing (``outputs.overlay`` None, ``overlay_error``); see
+    :func:`process_video_result`.
 
     Raises:
-        OutputExistsError: ``folder`` exists and not ``overwrite``.
+        OutputExistsError: ``folder`` holds a previous result and not ``overwrite``, or
+            files predict did not write.
+        OutputNotWritableError: ``folder`` cannot be written.
         the video errors of :mod:`avsegformer.data.video` (each names the file).
     """
+    return process_video_result(
+        predictor,
+        path,
+        folder,
+        fps=fps,
+        allow_silent=allow_silent,
+        overlay=overlay,
+        alpha=alpha,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        progress=progress,
+        progress_position=progress_position,
+    ).summary
+
+
+def process_video_result(
+    predictor: Any,
+    path: Path,
+    folder: Path,
+    *,
+    fps: float = 1.0,
+    allow_silent: bool = False,
+    overlay: bool = True,
+    alpha: float = 0.5,
+    overwrite: bool = False,
+    checkpoint: dict[str, Any] | None = None,
+    progress: bool = False,
+    progress_position: int | None = None,
+) -> VideoResult:
+    """:func:`process_video`, also saying whether the overlay asked for is missing."""
     from ..data.video import VideoWriter, probe_video, sample_times
-    from ..predictor import StageTimes, iter_video_samples
+    from ..predictor import StageTimes, _check_fps, iter_video_samples
     from ..progress import progress_bar
     from ..render import overlay as draw_overlay
     from ..render import save_binary_mask_png, save_class_mask_png
 
     started = time.perf_counter()
-    if folder.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{path}: the output folder {folder} exists already (pass --overwrite to replace it)"
-        )
+    fps = _check_fps(fps)  # NaN, inf, <= 0: one line (the command line refuses them earlier)
+    path, folder = Path(path), Path(folder)
+    check_output_folder(path, folder, overwrite)  # before any decoding
     info = probe_video(path)
     silent = not info.has_audio
     if silent and not allow_silent:
@@ -284,58 +448,48 @@ def process_video(
             hint="pass allow_silent=True to use silence",
             cli_hint="pass --allow-silent to use silence",
         )
+    notes: list[str] = []
     if silent:
         logger.warning("%s: no audio stream; predicting with silence as the sound", path)
     num_samples = len(sample_times(info.duration, fps))
-    before = dataclasses.replace(predictor.times)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    (temporary / "masks").mkdir(parents=True)
-    writer = None
-    samples = None
-    write_seconds = 0.0
-    frames: list[dict[str, Any]] = []
-    bar = progress_bar(
-        num_samples, path.name, "sample", enabled=progress, position=progress_position
-    )
-    try:
-        samples = iter_video_samples(
-            path, fps=fps, allow_silent=allow_silent, keep_period_frames=overlay, info=info
+    if info.fps and fps > info.fps * 1.01:
+        frames_note = f"{info.num_frames} frames" if info.num_frames else "fewer frames"
+        note = (
+            f"sampling at {fps:g} per second, faster than the video's {info.fps:.3g} frames "
+            f"per second: {num_samples} samples from {frames_note}, so consecutive samples "
+            "show the same frame (each with its own sound window)"
         )
-        if overlay:
-            size = info.display_size
-            writer = VideoWriter(temporary / "overlay.mp4", fps=info.fps, size=size)
-            writer.mux_audio_from(path, missing_ok=allow_silent)
-        for sample, prediction in predictor.predict_samples(samples):
-            clock = time.perf_counter()
-            mask_name = f"masks/{prediction.index:06d}.png"
-            if predictor.binary:
-                save_binary_mask_png(temporary / mask_name, prediction.mask)
-            else:
-                save_class_mask_png(temporary / mask_name, prediction.mask)
-            if writer is not None:
-                for source in sample.period_frames or ():
-                    image, mask = source.image, prediction.mask
-                    if image.shape[:2] != mask.shape or image.shape[1::-1] != size:
-                        image, mask = _fit(image, mask, size)
-                    drawn = draw_overlay(
-                        image,
-                        mask,
-                        alpha=alpha,
-                        mode="binary" if predictor.binary else "classes",
-                        class_names=predictor.class_names,
-                    )
-                    writer.write_frame(drawn, source.t)
-            frames.append({**prediction.to_dict(), "mask": mask_name})
-            write_seconds += time.perf_counter() - clock
-            bar.update()
-        if writer is not None:
-            clock = time.perf_counter()
-            writer.close()
-            write_seconds += time.perf_counter() - clock
+        logger.warning("%s: %s", path, note)
+        notes.append(note)
+
+    before = dataclasses.replace(predictor.times)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(folder)
+    kept = _remove_previous_outputs(folder)
+    if kept:
+        logger.info("%s: keeping %d entries predict did not write: %s", folder, len(kept),
+                    ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))  # fmt: skip
+    (folder / "masks").mkdir(exist_ok=True)
+    sweep_stale_temporaries(folder / "masks")
+
+    frames: list[dict[str, Any]] = []
+    state: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        "overlay_error": None,
+        "overlay_audio": None,
+        "write_s": 0.0,
+        "summary_every_s": SUMMARY_EVERY_S,
+    }
+
+    def summary() -> dict[str, Any]:
         stages = _stage_difference(predictor.times, before, StageTimes)
         total = time.perf_counter() - started
-        summary = {
+        overlay_written = overlay and state["overlay_error"] is None
+        return {
+            "status": state["status"],
+            "error": state["error"],
             "input": str(path),
             "output": str(folder),
             "model": {
@@ -361,6 +515,7 @@ def process_video(
                 if silent
                 else "audio windows past the end of the audio track are padded with silence"
             ),
+            "notes": notes,
             "time_convention": {
                 "sample_period": "[k/fps, (k+1)/fps)",
                 "frame_time": "(k + 15/16)/fps",
@@ -371,30 +526,159 @@ def process_video(
             "outputs": {
                 "masks": "masks/",
                 "mask_format": "binary 0/255 PNG" if predictor.binary else "AVSS palette RGB PNG",
-                "overlay": "overlay.mp4" if overlay else None,
+                "overlay": OVERLAY_NAME
+                if overlay_written and state["status"] == "complete"
+                else None,  # fmt: skip
+                "overlay_requested": overlay,
+                "overlay_error": state["overlay_error"],
+                "overlay_audio": state["overlay_audio"],
             },
+            "num_samples_expected": num_samples,
             "num_samples": len(frames),
             "frames": frames,
             "timings": {
                 "total_s": round(total, 4),
                 **stages.as_dict(),
-                "write_s": round(write_seconds, 4),
+                "write_s": round(state["write_s"], 4),
                 "seconds_per_video_second": round(total / info.duration, 4),
             },
             "software": {"avsegformer": __version__, "created": _now()},
         }
-        (temporary / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _move_into_place(temporary, folder, overwrite)
-    except BaseException:
+
+    def write_summary() -> dict[str, Any]:
+        clock = time.perf_counter()
+        record = summary()
+        atomic_write_text(folder / SUMMARY_NAME, json.dumps(record, indent=2) + "\n")
+        state["summary_every_s"] = max(
+            SUMMARY_EVERY_S, (time.perf_counter() - clock) / SUMMARY_MAX_SHARE
+        )
+        return record
+
+    def overlay_failed(error: BaseException) -> None:
+        nonlocal writer
+        text = error.cli_text() if isinstance(error, AVSegFormerError) else (
+            f"{type(error).__name__}: {error}"
+        )  # fmt: skip
+        state["overlay_error"] = " ".join(text.partition("\n")[0].split())
+        logger.debug("overlay of %s failed", path, exc_info=True)
+        logger.warning(
+            "%s: %s is missing: %s; the masks and %s are still written",
+            path, OVERLAY_NAME, state["overlay_error"], SUMMARY_NAME,
+        )  # fmt: skip
+        if writer is not None:
+            writer.abort()
+        writer = None
+
+    writer: Any = None
+    samples = None
+    bar = progress_bar(
+        num_samples, path.name, "sample", enabled=progress, position=progress_position
+    )
+    try:
+        write_summary()
+        last_summary = time.perf_counter()
+        samples = iter_video_samples(
+            path, fps=fps, allow_silent=allow_silent, keep_period_frames=overlay, info=info
+        )
+        size = info.display_size
+        if overlay:
+            # Set up front, so that what the encoder cannot take is known before the work.
+            try:
+                writer = VideoWriter(
+                    folder / OVERLAY_NAME, fps=info.fps, size=size, duration=info.duration,
+                    overwrite=True,
+                )  # fmt: skip
+                writer.mux_audio_from(path, missing_ok=allow_silent)
+                state["overlay_audio"] = writer.audio_note
+                if writer.audio_changed:
+                    notes.append(f"{OVERLAY_NAME}: {writer.audio_note}")
+            except Exception as error:  # noqa: BLE001 - the overlay is optional
+                overlay_failed(error)
+        for sample, prediction in predictor.predict_samples(samples):
+            clock = time.perf_counter()
+            mask_name = f"masks/{prediction.index:06d}.png"
+            if predictor.binary:
+                save_binary_mask_png(folder / mask_name, prediction.mask)
+            else:
+                save_class_mask_png(folder / mask_name, prediction.mask)
+            frames.append({**prediction.to_dict(), "mask": mask_name})
+            if writer is not None:
+                try:
+                    for source in sample.period_frames or ():
+                        image, mask = source.image, prediction.mask
+                        if image.shape[:2] != mask.shape or image.shape[1::-1] != size:
+                            image, mask = _fit(image, mask, size)
+                        drawn = draw_overlay(
+                            image,
+                            mask,
+                            alpha=alpha,
+                            mode="binary" if predictor.binary else "classes",
+                            class_names=predictor.class_names,
+                        )
+                        writer.write_frame(drawn, source.t)
+                except Exception as error:  # noqa: BLE001 - the overlay is optional
+                    overlay_failed(error)
+            state["write_s"] += time.perf_counter() - clock
+            bar.update()
+            if clock - last_summary > state["summary_every_s"]:
+                write_summary()
+                last_summary = time.perf_counter()
+        if writer is not None:
+            clock = time.perf_counter()
+            try:
+                writer.close()
+            except Exception as error:  # noqa: BLE001 - the overlay is optional
+                overlay_failed(error)
+            state["write_s"] += time.perf_counter() - clock
+        state["status"] = "complete"
+        record = write_summary()
+    except BaseException as error:
         if samples is not None:
             samples.close()  # closes the decoders now, not whenever the GC runs
         if writer is not None:
             writer.abort()
-        shutil.rmtree(temporary, ignore_errors=True)
+        interrupted = not isinstance(error, Exception)  # SIGTERM (Terminated), Ctrl-C
+        _keep_or_remove_partial(folder, created, frames, error, interrupted, state, write_summary)
         raise
     finally:
         bar.close()
-    return summary
+    return VideoResult(record, overlay_missing=overlay and state["overlay_error"] is not None)
+
+
+def _keep_or_remove_partial(
+    folder: Path,
+    created: bool,
+    frames: list[dict[str, Any]],
+    error: BaseException,
+    interrupted: bool,
+    state: dict[str, Any],
+    write_summary: Any,
+) -> None:
+    """After a failure: keep the masks written so far with a summary that says what
+    happened, or, with none written, remove what this run created."""
+    if frames:
+        state["status"] = "interrupted" if interrupted else "incomplete"
+        if isinstance(error, AVSegFormerError):
+            reason = error.cli_text()
+        else:
+            reason = f"{type(error).__name__}: {error}".rstrip(": ")
+        state["error"] = " ".join(reason.partition("\n")[0].split()) or type(error).__name__
+        try:
+            write_summary()
+        except Exception:  # noqa: BLE001 - e.g. a full disk: the masks stay all the same
+            logger.debug("cannot update %s", folder / SUMMARY_NAME, exc_info=True)
+        logger.warning(
+            "%s: %s after %d samples; the masks so far and %s are kept",
+            folder, state["status"], len(frames), SUMMARY_NAME,
+        )  # fmt: skip
+        return
+    (folder / SUMMARY_NAME).unlink(missing_ok=True)
+    masks = folder / "masks"
+    with contextlib.suppress(OSError):
+        masks.rmdir()  # only if empty
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def _stage_difference(now: Any, before: Any, cls: type) -> Any:
@@ -405,19 +689,6 @@ def _stage_difference(now: Any, before: Any, cls: type) -> Any:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _move_into_place(temporary: Path, folder: Path, overwrite: bool) -> None:
-    """Rename the finished ``temporary`` folder to ``folder`` (replacing it if allowed)."""
-    if folder.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{folder}: exists already (pass --overwrite to replace it)")
-        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(folder, old)
-        os.replace(temporary, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(temporary, folder)
 
 
 # ---------------------------------------------------------------------------------------
@@ -447,15 +718,18 @@ def run(args: argparse.Namespace) -> int:
 
     from ..predictor import Predictor
 
-    if args.fps <= 0:
-        raise AVSegFormerError(f"--fps must be positive, got {args.fps}")
     if not 0.0 <= args.alpha <= 1.0:
         raise AVSegFormerError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.frames_per_batch < 1:
         raise AVSegFormerError(f"--frames-per-batch must be >= 1, got {args.frames_per_batch}")
     checkpoint = Path(args.checkpoint)
+    if checkpoint.is_dir():
+        raise CheckpointError(f"{checkpoint}: is a folder, not a checkpoint file")
     if not checkpoint.is_file():
         raise MissingFileError(f"{checkpoint}: checkpoint file not found")
+    out = Path(args.out)
+    # Before any decoding or model loading: a run must not end unable to write.
+    check_writable(out, what="the output folder (--out)", folder=True)
     # Inputs first: a typo in a path should not wait for a model to load.
     items = [
         item if item.problem or item.path.is_file() else InputItem(item.path, _missing(item.path))
@@ -494,9 +768,10 @@ def run(args: argparse.Namespace) -> int:
         "sha256": file_sha256(checkpoint),
     }
     names = output_names([item.path for item in items])
-    out = Path(args.out)
+    if rank == 0:
+        sweep_stale_temporaries(out)  # left by killed runs (their process is gone)
     mine = list(zip(items, names, strict=True))[rank::world]
-    failed = process_inputs(
+    failed, without_overlay = process_inputs(
         predictor,
         mine,
         out,
@@ -512,14 +787,24 @@ def run(args: argparse.Namespace) -> int:
         from ..engine.dist import all_gather_object, cleanup
 
         # Everyone waits for everyone: torchrun stops all workers when one exits non-zero.
-        failed = sum(all_gather_object(failed))
+        gathered = all_gather_object((failed, without_overlay))
+        failed = sum(f for f, _ in gathered)
+        without_overlay = sum(w for _, w in gathered)
         cleanup()
     if rank == 0:
         done = len(items) - failed
         where = f" (results in {out})" if done else ""
         failures = f"; {failed} failed" if failed else ""
-        print(f"{done} of {len(items)} input(s) done{where}{failures}")
-    return 2 if failed else 0
+        missing = (
+            f"; {without_overlay} without {OVERLAY_NAME} (see the warnings and summary.json)"
+            if without_overlay
+            else ""
+        )
+        print(f"{done} of {len(items)} input(s) done{where}{failures}{missing}")
+    # 2: inputs failed; 1: every input done, but an overlay asked for is missing.
+    if failed:
+        return 2
+    return 1 if without_overlay else 0
 
 
 def _missing(path: Path) -> str:
@@ -535,12 +820,13 @@ def process_inputs(
     *,
     progress: bool = False,
     **options: Any,
-) -> int:
-    """Process each (input, folder name); print one line per result; return the failures."""
+) -> tuple[int, int]:
+    """Process each (input, folder name); print one line per result; return the number
+    of failed inputs and of inputs done without the overlay asked for."""
     from ..progress import track
 
     several = len(work) > 1
-    failed = 0
+    failed = without_overlay = 0
     for item, name in track(work, len(work), "videos", "video", enabled=progress and several):
         try:
             if item.problem is not None:
@@ -548,7 +834,7 @@ def process_inputs(
                     failed += 1
                     continue
                 raise MissingFileError(item.problem)
-            summary = process_video(
+            result = process_video_result(
                 predictor,
                 item.path,
                 out / name,
@@ -563,14 +849,20 @@ def process_inputs(
             # Not raised on purpose (a full disk, a bug): still one line, and go on.
             failed += 1
             logger.debug("%s failed", item.path, exc_info=True)
-            _report_failure(f"{item.path}: {type(error).__name__}: {error}")
+            if isinstance(error, OSError):
+                _report_failure(f"{item.path}: {os_error_text(error)}")
+            else:
+                _report_failure(f"{item.path}: {type(error).__name__}: {error}")
         else:
+            summary = result.summary
+            without_overlay += result.overlay_missing
             timings = summary["timings"]
+            lacking = f", without {OVERLAY_NAME}" if result.overlay_missing else ""
             print(
                 f"{item.path} -> {out / name} ({summary['num_samples']} samples, "
-                f"{timings['total_s']:.1f} s)"
+                f"{timings['total_s']:.1f} s{lacking})"
             )
-    return failed
+    return failed, without_overlay
 
 
 def _report_failure(message: str) -> None:

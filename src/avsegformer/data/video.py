@@ -44,7 +44,14 @@ Writing
     and deleted on failure. yuv420p needs even sizes: odd widths/heights are padded by
     one replicated edge column/row (the file is then one pixel wider/taller). Frames
     keep the timestamps they are given (a variable frame rate survives the round trip);
-    frames written without a timestamp are placed at ``index / fps``.
+    frames written without a timestamp are placed at ``index / fps``. mp4 stores the
+    step between frames in 32 bits: H.264 is written without B-frames (their pts - dts
+    offsets overflow across long gaps) and long or sparse videos get a coarser time base
+    (:func:`write_time_base`), so frames hours apart are written, not refused by FFmpeg
+    ("Not yet implemented in FFmpeg, patches welcome") after the work.
+    Sound of any channel count is read and written (PyAV's own array conversions break
+    at 8 planar channels, so planes are read one by one); AAC keeps the layout when it
+    has one (up to 16 channels), else the sound is mixed down to stereo.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from typing import NamedTuple
 import av
 import numpy as np
 import soxr
+from av.audio.plane import AudioPlane
 
 from avsegformer.errors import (
     CorruptVideoError,
@@ -105,6 +113,15 @@ AVSBENCH_FRAME_OFFSET = 15 / 16
 # Timestamps of written frames: fine enough for any frame rate, and MPEG-4 part 2 only
 # accepts time-base denominators up to 65535.
 WRITE_TIME_BASE = Fraction(1, 60000)
+# mp4/mov store the time from one frame to the next in 32 bits of the track's timescale
+# (never below 1/10000 s: movenc doubles coarser ones): FFmpeg then fails with "Not yet
+# implemented in FFmpeg, patches welcome", or moves the frame. Composition offsets
+# (pts - dts) are 32-bit too and span several frames with B-frames, so the writer uses
+# none (x264 bframes=0) and keeps every frame-to-frame step below this many ticks.
+MAX_WRITE_STEP_TICKS = 2**31 - 2**20
+# Time bases for long or sparse videos, finest first (all exact for 25/50 fps and
+# within a tick for 30000/1001): 1/60000 holds steps up to ~9.9 h, 1/10000 ~59.6 h.
+_WRITE_TIME_BASES = tuple(Fraction(1, d) for d in (60000, 30000, 15000, 10000))
 # FFmpeg "demuxers" that accept files which are not videos (text, still images).
 _NOT_VIDEO_FORMATS = {"tty", "image2", "bin", "lavfi"}
 # Container signatures: a file that starts like a media file but cannot be opened is
@@ -690,14 +707,43 @@ def _all_frames(frames: Iterator[_DecodedFrame], autorotate: bool) -> Iterator[T
 
 
 _SAMPLE_SCALE = {"i2": 2.0**15, "i4": 2.0**31, "i8": 2.0**63}  # signed int: 1 / 2^(bits-1)
+# numpy dtype of each packed PyAV sample format (the planar ones end in "p").
+_SAMPLE_DTYPES = {"u8": "u1", "s16": "i2", "s32": "i4", "s64": "i8", "flt": "f4", "dbl": "f8"}
+
+
+def _planar_rows(frame: av.AudioFrame, dtype: np.dtype) -> np.ndarray:
+    """[C, n] samples of a planar audio frame, one row per channel.
+
+    Not ``frame.to_ndarray()``: PyAV (18.x) counts planes up to the first null data
+    pointer, which runs past the 8 pointers of an 8-channel frame (7.1, octagonal)
+    into unrelated memory (a crash, or an IndexError). Plane ``i < channels`` is valid.
+    """
+    count = frame.samples
+    return np.stack(
+        [
+            np.frombuffer(AudioPlane(frame, i), dtype=dtype, count=count)
+            for i in range(frame.layout.nb_channels)
+        ]
+    )
+
+
+def _planar_frame(data: np.ndarray, layout: str | av.AudioLayout) -> av.AudioFrame:
+    """A float planar ("fltp") frame from float32 [C, n] (see :func:`_planar_rows` for why
+    not ``AudioFrame.from_ndarray``)."""
+    frame = av.AudioFrame(format="fltp", layout=layout, samples=data.shape[1])
+    for i in range(data.shape[0]):
+        AudioPlane(frame, i).update(np.ascontiguousarray(data[i], dtype=np.float32))
+    return frame
 
 
 def _audio_frame_to_float(frame: av.AudioFrame) -> np.ndarray:
-    """float32 [C, n] in [-1, 1] from any PyAV sample format, planar or packed."""
+    """float32 [C, n] in [-1, 1] from any PyAV sample format, planar or packed, any
+    number of channels."""
     channels = frame.layout.nb_channels
-    data = frame.to_ndarray()
-    if not frame.format.is_planar:  # packed: [1, n*C], channels interleaved
-        data = data.reshape(-1, channels).T
+    if frame.format.is_planar:
+        data = _planar_rows(frame, np.dtype(_SAMPLE_DTYPES[frame.format.name.rstrip("p")]))
+    else:  # packed: [1, n*C], channels interleaved
+        data = frame.to_ndarray().reshape(-1, channels).T
     kind = data.dtype.str[1:]
     if kind == "u1":  # unsigned 8-bit: 128 is zero
         return ((data.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
@@ -975,6 +1021,65 @@ def _named_layout(layout: av.AudioLayout) -> str:
     return layout.name
 
 
+def aac_accepts(layout: str, rate: int) -> bool:
+    """Whether FFmpeg's AAC encoder opens with this channel layout and sample rate."""
+    context = av.CodecContext.create("aac", "w")
+    try:
+        context.sample_rate = rate
+        context.layout = layout
+        context.format = "fltp"
+        context.time_base = Fraction(1, rate)
+        context.open()
+    except (av.FFmpegError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            context.close()
+    return True
+
+
+# Fallback sample rate when the AAC encoder does not take the source's (e.g. 192 kHz).
+_AAC_FALLBACK_RATE = 48000
+_LEFT = ("FL", "BL", "SL", "FLC", "TFL", "TBL", "TSL", "BFL", "WL", "SDL", "TTL")
+_RIGHT = ("FR", "BR", "SR", "FRC", "TFR", "TBR", "TSR", "BFR", "WR", "SDR", "TTR")
+
+
+def stereo_downmix_matrix(layout: av.AudioLayout) -> np.ndarray:
+    """float32 [2, C]: left = left-side channels + 0.707 x centre ones, right likewise,
+    LFE left out (as ITU-R BS.775 downmixes do), each row scaled to sum to 1 so that
+    nothing clips. A layout without channel positions ("10 channels") becomes the mean
+    of its channels on both sides.
+    """
+    names = [channel.name for channel in layout.channels]
+    matrix = np.zeros((2, len(names)), np.float64)
+    for i, name in enumerate(names):
+        if name in _LEFT:
+            matrix[0, i] = 1.0
+        elif name in _RIGHT:
+            matrix[1, i] = 1.0
+        elif not name.startswith("LFE"):
+            matrix[:, i] = math.sqrt(0.5)  # centre, or a position we do not know
+    if not matrix.any():
+        matrix[:] = 1.0
+    matrix /= matrix.sum(axis=1, keepdims=True).clip(min=1e-12)
+    return matrix.astype(np.float32)
+
+
+def write_time_base(duration: float | None) -> Fraction:
+    """The finest of the writer's time bases in which a step of ``duration`` s fits mp4's
+    32-bit frame durations (no two frames of the video can be further apart than that).
+
+    1/60000 s for anything under ~9.9 h, down to 1/10000 s (steps up to ~59.6 h; a
+    longer video still works unless two of its frames are more than that apart).
+    """
+    if duration is None or not math.isfinite(duration) or duration <= 0:
+        return WRITE_TIME_BASE
+    for time_base in _WRITE_TIME_BASES:
+        if duration / time_base <= MAX_WRITE_STEP_TICKS:
+            return time_base
+    return _WRITE_TIME_BASES[-1]
+
+
 def _temporary_sibling(path: Path) -> Path:
     """A hidden name next to ``path`` with the same suffix (FFmpeg picks the format by it)."""
     return temporary_sibling(path, keep_suffix=True)
@@ -1000,6 +1105,10 @@ class VideoWriter:
             replicated edge row/column (see the module docstring).
         audio_rate: sample rate in Hz of an AAC track fed with :meth:`write_audio`, or None.
         audio_layout: channel layout of that track ("mono", "stereo", "5.1", ...).
+        duration: how long the video will last (s), if known: frames more than ~9.9 h
+            apart (a long, sparse video) need a coarser time base than 1/60000 s to fit
+            mp4's 32-bit frame durations (:func:`write_time_base`); without it such a
+            frame is refused with a VideoError.
         codec: video encoder (default libx264, falling back to mpeg4).
         crf: libx264 constant rate factor (lower is better; 18-23 is visually good).
         preset: libx264 speed preset.
@@ -1014,6 +1123,7 @@ class VideoWriter:
         *,
         audio_rate: int | None = None,
         audio_layout: str = "stereo",
+        duration: float | None = None,
         codec: str | None = None,
         crf: int = 20,
         preset: str = "veryfast",
@@ -1026,6 +1136,7 @@ class VideoWriter:
             raise ValueError(f"{path}: need fps > 0 and a positive size (got {fps}, {size})")
         self.fps = float(fps)
         self.size = (int(size[0]), int(size[1]))
+        self.time_base = write_time_base(duration)
         self._tmp = _temporary_sibling(self.path)
         options = {"movflags": "+faststart"} if self.path.suffix.lower() in {".mp4", ".mov"} else {}
         self._container = av.open(str(self._tmp), "w", options=options)
@@ -1037,6 +1148,12 @@ class VideoWriter:
             self._audio_mode: str | None = None
             self._audio_feed: _AudioFeed | None = None
             self._audio_samples_written = 0
+            # Set when the source's channels are mixed down (the encoder cannot keep them).
+            self._downmix: np.ndarray | None = None
+            #: What happened to the source's sound (for logs and summaries), once known.
+            self.audio_note: str | None = None
+            #: True when that sound was mixed down or resampled (not kept as it was).
+            self.audio_changed = False
             if audio_rate is not None:
                 self._audio = self._container.add_stream(
                     "aac", rate=audio_rate, layout=audio_layout
@@ -1054,16 +1171,22 @@ class VideoWriter:
     def _add_video_stream(self, codec: str | None, crf: int, preset: str) -> av.VideoStream:
         name = _pick_video_codec(codec)
         width, height = self.size
-        rate = Fraction(self.fps).limit_denominator(1001)
-        options = {"crf": str(crf), "preset": preset} if name == "libx264" else {}
+        # A sparse video's average rate can be far below 1 fps (and round to 0 here):
+        # the nominal rate only steers rate control, the timestamps carry the timing.
+        rate = max(Fraction(self.fps).limit_denominator(1001), Fraction(1, 1001))
+        options = {}
+        if name == "libx264":
+            # No B-frames: their pts - dts offsets overflow mp4's 32 bits across the long
+            # gaps of sparse videos (see MAX_WRITE_STEP_TICKS); ~10% larger files.
+            options = {"crf": str(crf), "preset": preset, "x264-params": "bframes=0"}
         stream = self._container.add_stream(name, rate=rate, options=options)
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
-        stream.time_base = WRITE_TIME_BASE
-        stream.codec_context.time_base = WRITE_TIME_BASE
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
         if name != "libx264":
             # MPEG-4 part 2 has no CRF: ~0.2 bit per pixel keeps overlays crisp.
-            stream.bit_rate = max(1_000_000, int(0.2 * width * height * self.fps))
+            stream.bit_rate = max(1_000_000, int(0.2 * width * height * max(self.fps, 1.0)))
         logger.debug("%s: encoding %s %dx%d @ %.3f fps", self.path, name, width, height, self.fps)
         return stream
 
@@ -1075,7 +1198,11 @@ class VideoWriter:
         Call before the first :meth:`write_frame`. The audio packets are copied
         unchanged when the output container accepts the codec (``copy=None`` or True),
         else decoded and re-encoded to AAC at the source's rate and layout
-        (``copy=False`` forces that). Audio before the source's first video frame is
+        (``copy=False`` forces that). When the AAC encoder does not take the source's
+        layout (e.g. 5.1.4, or 9+ channels without positions) the sound is mixed down to
+        stereo (:func:`stereo_downmix_matrix`); a sample rate it does not take (e.g.
+        192 kHz) is resampled to 48 kHz. :attr:`audio_note` says what was done.
+        Audio before the source's first video frame is
         dropped (copied packets that straddle t = 0 are trimmed by the container's edit
         list), so the sound stays in sync with frames written at their source times.
         Packets are interleaved with the frames as they are written (flat memory).
@@ -1110,12 +1237,33 @@ class VideoWriter:
             self._audio_feed = _PacketCopy(container, stream, self._audio, self._container)
             self._audio_mode = "copy"
         else:
+            source_layout = stream.codec_context.layout
+            source_rate = stream.codec_context.sample_rate
             container.close()
-            layout = _named_layout(stream.codec_context.layout)
-            rate = stream.codec_context.sample_rate
+            layout = _named_layout(source_layout)
+            rate = source_rate if aac_accepts("stereo", source_rate) else _AAC_FALLBACK_RATE
+            notes = []
+            if not aac_accepts(layout, rate):
+                self._downmix = stereo_downmix_matrix(source_layout)
+                named = (
+                    "" if source_layout.name.endswith("channels") else f" ({source_layout.name})"
+                )
+                notes.append(
+                    f"the {source_layout.nb_channels}-channel sound{named} was mixed down to "
+                    "stereo: the AAC encoder does not take that layout"
+                )
+                layout = "stereo"
+            if rate != source_rate:
+                notes.append(f"the sound was resampled from {source_rate} Hz to {rate} Hz for AAC")
             self._audio = self._container.add_stream("aac", rate=rate, layout=layout)
-            self._audio_feed = _Reencode(source, self)
+            self._audio_feed = _Reencode(source, self, None if rate == source_rate else rate)
             self._audio_mode = "reencode"
+            self.audio_note = "; ".join(notes) or f"re-encoded to AAC ({layout})"
+            self.audio_changed = bool(notes)
+            for note in notes:
+                logger.warning("%s: %s", self.path, note)
+        if copy:
+            self.audio_note = f"copied unchanged ({codec}, {stream.codec_context.layout.name})"
         logger.debug(
             "%s: audio from %s (%s, %s)", self.path, source, codec, "copy" if copy else "aac"
         )
@@ -1130,7 +1278,7 @@ class VideoWriter:
             image: uint8 [H, W, 3] RGB with (W, H) == ``size``.
             t: presentation time in s (video clock); default ``index / fps``. Times must
                increase; a time that rounds onto the previous frame's is nudged by one
-               tick (1/60000 s).
+               tick (:attr:`time_base`, 1/60000 s unless the video is long).
         """
         width, height = self.size
         if image.dtype != np.uint8 or image.shape != (height, width, 3):
@@ -1142,15 +1290,22 @@ class VideoWriter:
             image = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         if t is None:
             t = self._frames_written / self.fps
-        pts = round(t / WRITE_TIME_BASE)
+        pts = round(t / self.time_base)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
+        if self._last_pts is not None and pts - self._last_pts > MAX_WRITE_STEP_TICKS:
+            gap = float((pts - self._last_pts) * self.time_base)
+            raise VideoError(
+                f"{self.path}: cannot write a frame {gap:.0f} s after the previous one: "
+                f"mp4 frame durations are 32-bit ({self.time_base} s ticks; give the writer "
+                "the video's duration for a coarser time base)"
+            )
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = pts
-        frame.time_base = WRITE_TIME_BASE
+        frame.time_base = self.time_base
         try:
             if self._audio_feed is not None:
-                self._audio_feed.feed_until(float(pts * WRITE_TIME_BASE))
+                self._audio_feed.feed_until(float(pts * self.time_base))
             self._container.mux(self._video.encode(frame))
         except av.FFmpegError as error:
             raise VideoError(
@@ -1176,6 +1331,8 @@ class VideoWriter:
         channels = context.layout.nb_channels
         data = np.asarray(samples, dtype=np.float32)
         data = data[:, None] if data.ndim == 1 else data
+        if self._downmix is not None and data.shape[1] == self._downmix.shape[1]:
+            data = data @ self._downmix.T
         if data.shape[1] != channels:
             if data.shape[1] == 1:
                 data = np.repeat(data, channels, axis=1)
@@ -1185,9 +1342,7 @@ class VideoWriter:
                 )
         if not len(data):
             return
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(data.T), format="fltp", layout=context.layout.name
-        )
+        frame = _planar_frame(data.T, context.layout.name)
         frame.sample_rate = context.sample_rate
         frame.pts = self._audio_samples_written
         frame.time_base = Fraction(1, context.sample_rate)
@@ -1319,12 +1474,13 @@ class _PacketCopy(_AudioFeed):
 
 
 class _Reencode(_AudioFeed):
-    """Decodes a source's audio (aligned, source rate and layout) and encodes it as AAC."""
+    """Decodes a source's audio (aligned; source layout, or the writer's downmix; source
+    rate unless ``rate``) and encodes it as AAC."""
 
-    def __init__(self, source: PathLike, writer: VideoWriter):
+    def __init__(self, source: PathLike, writer: VideoWriter, rate: int | None = None):
         self._writer = writer
         self._rate = writer._audio.codec_context.sample_rate  # type: ignore[union-attr]
-        self._chunks = iter_audio(source, None, mono=False, chunk_seconds=0.25)
+        self._chunks = iter_audio(source, rate, mono=False, chunk_seconds=0.25)
         self._written_s = 0.0
 
     def feed_until(self, t: float) -> None:
