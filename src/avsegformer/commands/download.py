@@ -26,11 +26,22 @@ from ..errors import AVSegFormerError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "cache: $AVSEGFORMER_HOME/weights (default ~/.cache/avsegformer/weights); "
-        "$AVSEGFORMER_MIRROR=URL-or-folder fetches <file name> from there instead of the "
-        "published links; $AVSEGFORMER_OFFLINE=1 is --offline everywhere"
-    )
+    parser.epilog = """\
+examples:
+  avsegformer download res50_s4 pvt2_s4         two of the authors' checkpoints
+  avsegformer download backbones                resnet50, pvt_v2_b5, vggish
+  avsegformer download all --dir /data/weights  everything, into another folder
+
+Each file is verified (strict load into its configuration; sha256 where recorded) before
+it gets its final name; a bad download is removed. Google Drive links need
+`pip install 'avsegformer[download]'` (gdown).
+environment:
+  AVSEGFORMER_HOME     cache root (files in $AVSEGFORMER_HOME/weights; default
+                       ~/.cache/avsegformer)
+  AVSEGFORMER_MIRROR   URL or folder holding the files under their names, used instead
+                       of the published links
+  AVSEGFORMER_OFFLINE  1: --offline everywhere (download, predict, test, Python)
+"""
     parser.add_argument(
         "names",
         nargs="+",
