@@ -3,10 +3,13 @@
 Five lines from nothing to masks::
 
     import torch, avsegformer
-    model = avsegformer.build_model("res50_s4").eval()
-    avsegformer.load_checkpoint(model, "S4_res50_best.pth")   # the authors' file
+    model = avsegformer.build_model("res50_s4", pretrained=True).eval()  # released weights
     frames, audio = torch.randn(5, 3, 224, 224), torch.randn(5, 1, 96, 64)
-    logits = model(frames, audio).logits                    # [5, 1, 224, 224]
+    with torch.inference_mode():
+        logits = model(frames, audio).logits                  # [5, 1, 224, 224]
+
+``pretrained=True`` downloads the authors' checkpoint into ``~/.cache/avsegformer`` once
+(``avsegformer download res50_s4`` does it ahead of time) and verifies it before use.
 
 The public names are imported lazily so that ``import avsegformer`` stays cheap.
 """
@@ -31,6 +34,7 @@ _LAZY = {
     "build_model_from_checkpoint": "avsegformer.checkpoint",
     "Predictor": "avsegformer.predictor",
     "optimize": "avsegformer.modeling.optimize",
+    "download": "avsegformer.hub",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -28,7 +28,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("avsegformer.commands.demo", "run the whole pipeline on a generated video"),
     "bench": ("avsegformer.commands.bench", "benchmark the model forward (prints JSON)"),
     "data-check": ("avsegformer.commands.data_check", "check an AVSBench dataset root"),
-    "models": ("avsegformer.commands.models", "list the registered configurations"),
+    "models": (
+        "avsegformer.commands.models",
+        "list the registered configurations and their released weights",
+    ),
+    "download": (
+        "avsegformer.commands.download",
+        "fetch the authors' released weights into the cache and verify them",
+    ),
 }
 
 

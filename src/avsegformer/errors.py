@@ -74,6 +74,16 @@ class CheckpointMismatchError(CheckpointError):
         self.mismatched = mismatched or []
 
 
+class WeightsVerificationError(CheckpointError):
+    """A downloaded (or hand-placed) weight file that is not the released one: truncated,
+    another model's, or with another sha256. Downloaded files are removed, never used."""
+
+
+class DownloadError(AVSegFormerError):
+    """Released weights that could not be fetched (no network, ``--offline``, a missing
+    optional dependency); the message says which file to place where by hand."""
+
+
 class DataError(AVSegFormerError):
     """A dataset problem: a missing, unreadable or malformed file in a dataset root."""
 

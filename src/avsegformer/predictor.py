@@ -669,6 +669,44 @@ class Predictor:
         model = build_model_from_checkpoint(path, name, device=device, keep_unused_modules=False)
         return cls(model, **kwargs)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        *,
+        cache_dir: PathLike | None = None,
+        offline: bool | None = None,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> Predictor:
+        """The released model ``name`` (e.g. ``"pvt2_s4"``; see ``avsegformer models``).
+
+        Its weights are downloaded into the cache on first use and verified before they
+        are used (:mod:`avsegformer.hub`); later calls read the cache. A checkpoint path
+        works too (as :meth:`from_checkpoint`). ``cache_dir``, ``offline``, ``progress``:
+        as :func:`avsegformer.hub.download`; ``kwargs``: the constructor's.
+
+        Raises:
+            ConfigError: ``name`` has no released weights (or is a backbone file).
+            DownloadError: not cached and cannot be fetched (the message says which file
+                to place where).
+            WeightsVerificationError: the file is not the released one.
+        """
+        from .hub import released_checkpoint
+        from .zoo import get_weights, list_weights
+
+        if os.path.isfile(name):
+            return cls.from_checkpoint(name, **kwargs)
+        target = get_weights(name).target if name in list_weights() else ""
+        if target:
+            option = "pretrained_backbone" if target == "backbone" else "pretrained_audio"
+            raise ConfigError(
+                f"{name!r} is a {target} weight file, not a whole model: use "
+                f"build_model(CONFIG, {option}={name!r})"
+            )
+        path = released_checkpoint(name, cache_dir=cache_dir, offline=offline, progress=progress)
+        return cls.from_checkpoint(path, name, **kwargs)
+
     @property
     def name(self) -> str:
         """The configuration's name ("custom" when unknown)."""

@@ -55,8 +55,11 @@ class ProgressBar:
         interval: float = LOG_INTERVAL_SECONDS,
         leave: bool = False,
         position: int | None = None,
+        unit_scale: bool = False,
     ) -> None:
         self.total, self.desc, self.unit = total, desc, unit
+        # Counts of bytes and the like: shown as 1.5 MiB instead of 1572864 Bs.
+        self.unit_scale = unit_scale
         self.count = initial
         self.enabled = enabled
         self.interval = interval
@@ -77,6 +80,8 @@ class ProgressBar:
                 leave=leave,
                 position=position,
                 dynamic_ncols=True,
+                unit_scale=unit_scale,
+                unit_divisor=1024 if unit_scale else 1000,
             )
 
     def update(self, n: int = 1, **postfix: Any) -> None:
@@ -99,14 +104,22 @@ class ProgressBar:
     def _log_line(self, now: float) -> None:
         done = self.count - self._start_count
         rate = done / max(now - self._start, 1e-9)
-        parts = [f"{self.desc}: {self.count}"]
-        if self.total:
-            parts[0] += f"/{self.total} {self.unit}s ({100 * self.count / self.total:.0f}%)"
-            if rate > 0 and self.count < self.total:
-                parts.append(f"about {_duration((self.total - self.count) / rate)} left")
+        if self.unit_scale:
+            count, total = _scaled(self.count, self.unit), _scaled(self.total, self.unit)
+            parts = [f"{self.desc}: {count}" + (f"/{total}" if self.total else "")]
+            if self.total:
+                parts[0] += f" ({100 * self.count / self.total:.0f}%)"
         else:
-            parts[0] += f" {self.unit}s"
-        parts.append(f"{rate:.3g} {self.unit}/s")
+            parts = [f"{self.desc}: {self.count}"]
+            if self.total:
+                parts[0] += f"/{self.total} {self.unit}s ({100 * self.count / self.total:.0f}%)"
+            else:
+                parts[0] += f" {self.unit}s"
+        if self.total and rate > 0 and self.count < self.total:
+            parts.append(f"about {_duration((self.total - self.count) / rate)} left")
+        parts.append(
+            f"{_scaled(rate, self.unit)}/s" if self.unit_scale else f"{rate:.3g} {self.unit}/s"
+        )
         parts += [f"{k} {v}" for k, v in self._postfix.items()]
         logger.info("%s", ", ".join(parts))
         self._logged = True
@@ -144,7 +157,8 @@ def progress_bar(
         initial: units already done (resumed work).
         enabled: ``False`` reports nothing (``--no-progress``).
         options: ``terminal`` (force either form), ``interval`` (seconds between
-            plain lines), ``leave`` and ``position`` (tqdm's).
+            plain lines), ``leave`` and ``position`` (tqdm's), ``unit_scale`` (show
+            1.5 MiB rather than 1572864 B: for byte counts).
     """
     return ProgressBar(total, desc, unit, initial=initial, enabled=enabled, **options)
 
@@ -157,6 +171,16 @@ def track(
         for item in items:
             yield item
             bar.update()
+
+
+def _scaled(value: float | None, unit: str) -> str:
+    """``1572864, "B"`` -> ``"1.5 MiB"`` (binary prefixes, as tqdm's unit_divisor=1024)."""
+    value = float(value or 0)
+    for prefix in ("", "Ki", "Mi", "Gi", "Ti"):
+        if abs(value) < 1024 or prefix == "Ti":
+            return f"{value:.3g} {prefix}{unit}" if prefix else f"{value:.0f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def _duration(seconds: float) -> str:

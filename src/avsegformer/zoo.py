@@ -438,11 +438,110 @@ def list_models(task: str | None = None, official: bool | None = None) -> list[s
     return names
 
 
+# ------------------------------------------------------------------ released weights
+@dataclass(frozen=True)
+class ReleasedWeights:
+    """A published weight file: where it is, what it is, what it reproduces (a model card).
+
+    ``avsegformer download NAME`` / :func:`avsegformer.hub.download` fetch it into the
+    cache and verify it (size and sha256 where recorded, then a strict load into
+    ``config``) before first use.
+
+    Attributes:
+        name: registry name (``avsegformer download NAME``): the configuration's name for
+            whole models, ``resnet50`` / ``pvt_v2_b5`` / ``vggish`` for backbone files.
+        file_name: the name it has in the cache.
+        config: the configuration it is loaded into (strictly) to verify it.
+        target: ``""`` for a whole model, else the sub-module it fills
+            (``"backbone"``, ``"vggish"``).
+        urls: download sources, tried in order: plain HTTP(S) URLs, Google Drive file
+            links (``/file/d/ID/view``) or a Drive folder holding ``file_name``.
+        page: where it is published, for people (the page that links it).
+        description: one line.
+        reproduces: what its published numbers are and their conventions (split,
+            resolution, metric), or what the file is for.
+        published: the published scores (fractions in [0, 1]).
+        licence: its terms, as far as they are known.
+        size: bytes, once measured (``None``: not yet recorded).
+        sha256: hex digest, once measured (``None``: not yet recorded).
+        notes: anything else a user should know (how a folder link is resolved...).
+    """
+
+    name: str
+    file_name: str
+    config: str
+    target: str
+    urls: tuple[str, ...]
+    page: str
+    description: str
+    reproduces: str
+    published: dict[str, float] = field(default_factory=dict)
+    licence: str = "unknown"
+    size: int | None = None
+    sha256: str | None = None
+    notes: str = ""
+
+
+_WEIGHTS: dict[str, ReleasedWeights] = {}
+
+
+def register_weights(weights: ReleasedWeights) -> ReleasedWeights:
+    if weights.name in _WEIGHTS:
+        raise ConfigError(f"released weights {weights.name!r} are registered twice")
+    _WEIGHTS[weights.name] = weights
+    return weights
+
+
+def list_weights() -> list[str]:
+    """Names of the released weight files (``avsegformer download NAME``)."""
+    return list(_WEIGHTS)
+
+
+def get_weights(name: str) -> ReleasedWeights:
+    """The released weights ``name`` (a model with published weights, or a backbone file)."""
+    try:
+        return _WEIGHTS[name]
+    except KeyError:
+        raise ConfigError(
+            f"no released weights named {name!r}; available: {', '.join(list_weights())}"
+        ) from None
+
+
+def weights_for_config(name: str) -> ReleasedWeights | None:
+    """The released whole-model weights of configuration ``name``, if it has any."""
+    for weights in _WEIGHTS.values():
+        if weights.config == name and not weights.target:
+            return weights
+    return None
+
+
 _AUTHORS = "vvvb-github/AVSegFormer@7083cb6 (authors' release)"
 
 
+_AUTHORS_PAGE = "https://github.com/vvvb-github/AVSegFormer#3-download-pre-trained-models"
+_AUTHORS_LICENCE = "see vvvb-github/AVSegFormer (no licence file)"
+# What each task's published numbers are (shared/spec/metrics.md §4-5).
+_REPRODUCES = {
+    "s4": "AVSBench S4 test split at 512 x 512 (frames upsampled from 224, masks nearest); "
+    "mIoU averaged per batch; F-score (beta^2 = 0.3) with its threshold maximised per "
+    "group of 2 videos (the release's test batch): `avsegformer test` defaults",
+    "ms3": "AVSBench MS3 test split at 512 x 512 (frames upsampled from 224, masks "
+    "nearest); mIoU averaged per batch; F-score (beta^2 = 0.3) with its threshold "
+    "maximised per group of 2 videos: `avsegformer test` defaults",
+    "avss": "AVSBench AVSS (AVSBench-semantic) test split at 224 x 224; mIoU and F-score "
+    "over the 71 classes, background included, accumulated over the whole split: "
+    "`avsegformer test` defaults",
+}
+
+
 def _official(
-    name: str, backbone: str, task: Task, published: dict[str, float], description: str
+    name: str,
+    backbone: str,
+    task: Task,
+    published: dict[str, float],
+    description: str,
+    file_name: str,
+    drive_link: str,
 ) -> Config:
     channels = RESNET50_CHANNELS if backbone == "res50" else PVT_V2_B5_CHANNELS
     num_classes = 71 if task == "avss" else 1
@@ -463,7 +562,7 @@ def _official(
             eval_start_epoch=10,
             eval_every=2,
         )
-    return register(
+    config = register(
         Config(
             name=name,
             model=model,
@@ -474,6 +573,24 @@ def _official(
             published=published,
         )
     )
+    register_weights(
+        ReleasedWeights(
+            name=name,
+            file_name=file_name,
+            config=name,
+            target="",
+            urls=(drive_link,),
+            page=_AUTHORS_PAGE,
+            description=f"{description}: the authors' released checkpoint",
+            reproduces=_REPRODUCES[task],
+            published=dict(published),
+            licence=_AUTHORS_LICENCE,
+            notes="a plain torch.save'd state dict, read with torch.load(weights_only=True); "
+            "the authors' README also links the folder holding all six: "
+            "https://drive.google.com/drive/folders/1ZYZOWAfoXcGPDsocswEN7ZYvcAn4H8kY",
+        )
+    )
+    return config
 
 
 _official(
@@ -482,6 +599,8 @@ _official(
     "s4",
     {"miou": 0.7638, "fscore": 0.867},
     "AVSegFormer, ResNet-50, AVSBench S4 (single source)",
+    "S4_res50_best.pth",
+    "https://drive.google.com/file/d/1nvIfR-1XZ_BgP8ZSUDuAsGhAwDJRxgC3/view",
 )
 _official(
     "pvt2_s4",
@@ -489,6 +608,8 @@ _official(
     "s4",
     {"miou": 0.8306, "fscore": 0.905},
     "AVSegFormer, PVTv2-B5, AVSBench S4 (single source)",
+    "S4_pvt_best.pth",
+    "https://drive.google.com/file/d/1ZJ55jxoHP1ur-hLBkGcha8sjptE_shfw/view",
 )
 _official(
     "res50_ms3",
@@ -496,6 +617,8 @@ _official(
     "ms3",
     {"miou": 0.5381, "fscore": 0.656},
     "AVSegFormer, ResNet-50, AVSBench MS3 (multiple sources)",
+    "MS3_res50_best.pth",
+    "https://drive.google.com/file/d/1MRk5gQnUtiWwYDpPfB20fO07SVLhfuIV/view",
 )
 _official(
     "pvt2_ms3",
@@ -503,6 +626,8 @@ _official(
     "ms3",
     {"miou": 0.6133, "fscore": 0.730},
     "AVSegFormer, PVTv2-B5, AVSBench MS3 (multiple sources)",
+    "MS3_pvt_best.pth",
+    "https://drive.google.com/file/d/1iKTxWtehAgCkNVty-4H1zVyAOaNxipHv/view",
 )
 _official(
     "res50_avss",
@@ -510,6 +635,8 @@ _official(
     "avss",
     {"miou": 0.2658, "fscore": 0.315},
     "AVSegFormer, ResNet-50, AVSBench AVSS (semantic, 71 classes)",
+    "AVSS_res50_best.pth",
+    "https://drive.google.com/file/d/1RvL6psDsINuUwd9V1ESgE2Kixh9MXIke/view",
 )
 _official(
     "pvt2_avss",
@@ -517,6 +644,66 @@ _official(
     "avss",
     {"miou": 0.3731, "fscore": 0.428},
     "AVSegFormer, PVTv2-B5, AVSBench AVSS (semantic, 71 classes)",
+    "AVSS_pvt_best.pth",
+    "https://drive.google.com/file/d/1P8a2dJSUoW0EqFyxyP8B1-Rnscxnh0YY/view",
+)
+
+
+# The pretrained parts the authors' training starts from, as AVSBench publishes them
+# (one Drive folder; gdown lists it and fetches the file of that name).
+_AVSBENCH_BACKBONES = "https://drive.google.com/drive/folders/1386rcFHJ1QEQQMF6bV1rXJTzy8v26RTV"
+_AVSBENCH_PAGE = "https://github.com/OpenNLPLab/AVSBench (pretrained_backbones/readme.txt)"
+_FOLDER_NOTE = (
+    "the AVSBench link is a Google Drive folder (resnet50, pvt_v2_b5 and vggish files): "
+    "`avsegformer download` lists it with gdown and fetches the file named {file}; by "
+    "hand, open the folder link and download {file}"
+)
+register_weights(
+    ReleasedWeights(
+        name="resnet50",
+        file_name="resnet50-19c8e357.pth",
+        config="res50_s4",
+        target="backbone",
+        urls=("https://download.pytorch.org/models/resnet50-19c8e357.pth", _AVSBENCH_BACKBONES),
+        page=_AVSBENCH_PAGE,
+        description="ResNet-50 ImageNet weights (torchvision names), the res50_* starting point",
+        reproduces="initial visual backbone of the res50_* trainings "
+        "(`avsegformer train res50_s4 --pretrained resnet50-19c8e357.pth ...`)",
+        licence="torchvision's ImageNet weights: see pytorch/vision (BSD-3-Clause code "
+        "licence; terms of the weights not verified here)",
+        notes="PyTorch publishes the same file name at download.pytorch.org (tried first: "
+        "plain HTTPS, resumable); " + _FOLDER_NOTE.format(file="resnet50-19c8e357.pth"),
+    )
+)
+register_weights(
+    ReleasedWeights(
+        name="pvt_v2_b5",
+        file_name="pvt_v2_b5.pth",
+        config="pvt2_s4",
+        target="backbone",
+        urls=(_AVSBENCH_BACKBONES,),
+        page=_AVSBENCH_PAGE,
+        description="PVTv2-B5 ImageNet weights, the pvt2_* starting point",
+        reproduces="initial visual backbone of the pvt2_* trainings "
+        "(`avsegformer train pvt2_s4 --pretrained pvt_v2_b5.pth ...`)",
+        licence="see whai362/PVT (PVTv2's authors; not verified here)",
+        notes=_FOLDER_NOTE.format(file="pvt_v2_b5.pth"),
+    )
+)
+register_weights(
+    ReleasedWeights(
+        name="vggish",
+        file_name="vggish-10086976.pth",
+        config="res50_s4",
+        target="vggish",
+        urls=(_AVSBENCH_BACKBONES,),
+        page=_AVSBENCH_PAGE,
+        description="VGGish audio encoder (torchvggish port of Google's AudioSet VGGish)",
+        reproduces="the frozen audio encoder of all six published models",
+        licence="see harritaylor/torchvggish and tensorflow/models research/audioset "
+        "(not verified here)",
+        notes=_FOLDER_NOTE.format(file="vggish-10086976.pth"),
+    )
 )
 
 

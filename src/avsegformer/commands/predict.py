@@ -2,6 +2,7 @@
 
 Examples::
 
+    avsegformer predict clip.mp4 --model pvt2_s4     # the released weights (cached)
     avsegformer predict clip.mp4 --checkpoint S4_res50_best.pth --model res50_s4
     avsegformer predict videos/ --checkpoint checkpoints/demo_tiny_s4.safetensors
     torchrun --nproc_per_node=2 -m avsegformer.cli predict videos/ --checkpoint FILE
@@ -48,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..checkpoint import require_checkpoint_file
 from ..errors import (
     AVSegFormerError,
     CheckpointError,
@@ -124,13 +126,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recursively for video suffixes)",
     )
     parser.add_argument(
-        "--checkpoint", required=True, help="weights: our .safetensors or the authors' .pth"
+        "--checkpoint",
+        default=None,
+        help="weights: our .safetensors or the authors' .pth (default: the released "
+        "weights of --model, downloaded into the cache on first use)",
     )
     parser.add_argument(
         "--model",
         default=None,
-        help="configuration name, needed for the authors' .pth files (e.g. res50_s4; "
-        "see `avsegformer models`)",
+        help="configuration name (see `avsegformer models`): alone, its released weights; "
+        "with the authors' .pth files, the configuration they belong to (e.g. res50_s4)",
     )
     parser.add_argument(
         "--fps",
@@ -722,11 +727,12 @@ def run(args: argparse.Namespace) -> int:
         raise AVSegFormerError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.frames_per_batch < 1:
         raise AVSegFormerError(f"--frames-per-batch must be >= 1, got {args.frames_per_batch}")
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():
-        raise CheckpointError(f"{checkpoint}: is a folder, not a checkpoint file")
-    if not checkpoint.is_file():
-        raise MissingFileError(f"{checkpoint}: checkpoint file not found")
+    if args.checkpoint is None and args.model is None:
+        raise AVSegFormerError(
+            "no weights: give --model NAME for its released weights (see `avsegformer "
+            "models`) or --checkpoint FILE"
+        )
+    checkpoint = require_checkpoint_file(args.checkpoint) if args.checkpoint else None
     out = Path(args.out)
     # Before any decoding or model loading: a run must not end unable to write.
     check_writable(out, what="the output folder (--out)", folder=True)
@@ -739,6 +745,11 @@ def run(args: argparse.Namespace) -> int:
         for item in items:
             _report_failure(str(item.problem))
         raise MissingFileError(f"none of the {len(items)} input(s) can be read; nothing to do")
+    if checkpoint is None:
+        from ..hub import released_checkpoint
+
+        # Before the process group: other ranks wait on the download's lock, not on NCCL.
+        checkpoint = released_checkpoint(args.model, progress=not args.no_progress)
     rank, world = _dist_setup()
     if rank == 0:
         for item in items:

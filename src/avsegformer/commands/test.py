@@ -3,6 +3,8 @@
 Prints the table (mIoU, F as fractions in [0, 1]; AVSS per class too), and with
 ``--json PATH`` writes it as JSON. CONFIG defaults to the configuration the checkpoint
 records (files written by ``avsegformer train``); the authors' ``.pth`` files need it.
+CONFIG without ``--checkpoint`` evaluates its released weights (from the cache,
+downloaded on first use: ``avsegformer download CONFIG``).
 Runs under ``torchrun`` too (each process evaluates a share of the videos).
 """
 
@@ -32,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, optional=True)
     parser.add_argument(
         "--checkpoint",
-        required=True,
-        help="weights: the authors' .pth or a .safetensors from `avsegformer train`",
+        default=None,
+        help="weights: the authors' .pth or a .safetensors from `avsegformer train` "
+        "(default: CONFIG's released weights, downloaded into the cache on first use)",
     )
     parser.add_argument("--data-root", required=True, help="dataset root (AVSBench layout)")
     parser.add_argument("--split", default="test", help="train, val or test (default test)")
@@ -85,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
     from ..modeling.build import build_model
     from ..modeling.optimize import optimize
 
+    if args.checkpoint is None:
+        from ..errors import ConfigError
+        from ..hub import released_checkpoint
+
+        if args.config is None:
+            raise ConfigError(
+                "no weights: give CONFIG for its released weights (see `avsegformer "
+                "models`) or --checkpoint FILE"
+            )
+        # Before the process group: other ranks wait on the download's lock, not on NCCL.
+        args.checkpoint = str(released_checkpoint(args.config, progress=not args.no_progress))
     info = dist.init_distributed()
     try:
         # Before any work: an evaluation is not thrown away for an unwritable output.

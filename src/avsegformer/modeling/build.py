@@ -148,20 +148,25 @@ def resolve_config(
 def build_model(
     name_or_config: str | Config | ModelConfig,
     *,
+    pretrained: bool | str | os.PathLike[str] = False,
     pretrained_backbone: str | os.PathLike[str] | None = None,
     pretrained_audio: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
     device: torch.device | str | None = None,
     mlp_mode: MaskMLPMode = "folded",
 ) -> AVSegFormer:
-    """Build an AVSegFormer (randomly initialised, train mode).
+    """Build an AVSegFormer (randomly initialised unless ``pretrained``; train mode).
 
     Args:
         name_or_config: a registered name (``avsegformer.list_models()``), a
             :class:`~avsegformer.zoo.Config` or a :class:`~avsegformer.zoo.ModelConfig`.
+        pretrained: ``True``: the configuration's released weights (downloaded into the
+            cache on first use and verified, see :mod:`avsegformer.hub`); a path: that
+            checkpoint. Loaded strictly.
         pretrained_backbone: ImageNet weights for the visual backbone:
-            ``resnet50-19c8e357.pth`` (torchvision names) or ``pvt_v2_b5.pth``.
-        pretrained_audio: VGGish weights (``vggish-10086976.pth``).
+            ``resnet50-19c8e357.pth`` (torchvision names) or ``pvt_v2_b5.pth``, or the
+            registered names ``"resnet50"`` / ``"pvt_v2_b5"`` (fetched into the cache).
+        pretrained_audio: VGGish weights (``vggish-10086976.pth``, or ``"vggish"``).
         overrides: configuration overrides (``{"model.query_num": 100}`` or
             ``["query_num=100"]``).
         device: where to create the parameters; ``"meta"`` builds without memory
@@ -187,10 +192,17 @@ def build_model(
             freeze_audio=cfg.freeze_audio,
         )
     model.config = config
-    for path, target in ((pretrained_backbone, "backbone"), (pretrained_audio, "vggish")):
-        if path is not None:
-            # Lazy: the file formats live in avsegformer.checkpoint, which imports this module.
-            from ..checkpoint import load_checkpoint
+    if not (pretrained or pretrained_backbone or pretrained_audio):
+        return model
+    # Lazy: the file formats live in avsegformer.checkpoint, which imports this module;
+    # avsegformer.hub turns registered names into verified files in the cache.
+    from ..checkpoint import load_checkpoint
+    from ..hub import pretrained_file, resolve
 
-            logger.info("%s", load_checkpoint(model, path, expect_target=target))
+    for spec, target in ((pretrained_backbone, "backbone"), (pretrained_audio, "vggish")):
+        if spec is not None:
+            logger.info("%s", load_checkpoint(model, resolve(spec), expect_target=target))
+    if pretrained:
+        path = pretrained_file(name_or_config, pretrained)
+        logger.info("%s", load_checkpoint(model, path))
     return model
