@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,11 +255,15 @@ def process_video(
     checkpoint: dict[str, Any] | None = None,
     progress: bool = False,
     progress_position: int | None = None,
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Segment one video into ``folder`` (masks/, overlay.mp4, summary.json); returns the summary.
 
     The folder is built under a hidden temporary name next to it and renamed at the end;
     on any error the temporary folder is removed and the error re-raised.
+
+    ``on_sample(done, total)``: called after each sample is written (``avsegformer serve``
+    shows it as progress); an exception it raises stops the work like any other error.
 
     Raises:
         OutputExistsError: ``folder`` exists and not ``overwrite``.
@@ -329,6 +333,8 @@ def process_video(
             frames.append({**prediction.to_dict(), "mask": mask_name})
             write_seconds += time.perf_counter() - clock
             bar.update()
+            if on_sample is not None:
+                on_sample(len(frames), num_samples)
         if writer is not None:
             clock = time.perf_counter()
             writer.close()
