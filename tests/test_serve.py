@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -611,3 +612,26 @@ def test_each_server_has_its_own_work_folder_and_a_killed_ones_is_swept(tmp_path
     other = make_work_dir(str(tmp_path))  # a second server on the same --work-dir
     assert sorted(tmp_path.iterdir()) == sorted([mine, other])
     assert mine.name.startswith(f".jobs.tmp-{os.getpid()}-")
+
+
+def test_an_avss_model_reports_its_classes_for_the_plot(tmp_path: Path, clip: Path) -> None:
+    import torch
+
+    from avsegformer import build_model
+    from avsegformer.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(
+        build_model("tiny_avss"), tmp_path / "avss.safetensors", config="tiny_avss"
+    )
+    with running_server(tmp_path / "work", choices=model_choices([weights])) as server:
+        status, job = upload(server, clip)
+        assert status == 201, job
+        result = server.wait(job["id"])["result"]
+    assert result["model"] == {"name": "tiny_avss", "task": "avss", "binary": False}
+    listed = {c["id"]: c for c in result["classes"]}
+    seen = {c["id"]: c["name"] for f in result["frames"] for c in f["classes"]}
+    assert seen and sorted(seen) == sorted(listed)  # one plot line per class present
+    for class_id, name in seen.items():
+        assert listed[class_id]["name"] == name != "background"
+        assert re.fullmatch(r"#[0-9a-f]{6}", listed[class_id]["colour"])

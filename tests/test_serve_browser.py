@@ -238,3 +238,28 @@ def test_the_page_explains_refused_files(browser: object, tmp_path: Path) -> Non
         assert message.startswith("holiday.mp4 is 4.0 MB: uploads are limited to 2.9 MB")
         assert page.is_hidden("#status")
         assert small.job_folders() == []
+
+
+def test_an_avss_model_plots_each_class(browser: object, tmp_path: Path) -> None:
+    import torch
+
+    from avsegformer import build_model
+    from avsegformer.checkpoint import save_checkpoint
+    from avsegformer.serve.models import model_choices
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(
+        build_model("tiny_avss"), tmp_path / "avss.safetensors", config="tiny_avss"
+    )
+    clip = make_video(tmp_path / "band.mp4", seconds=2.0, size=(320, 240))
+    with (
+        running_server(tmp_path / "work", choices=model_choices([weights])) as served,
+        open_page(browser, served) as page,
+    ):
+        page.set_input_files("#file", str(clip))
+        page.wait_for_selector("#result:not([hidden])", timeout=RESULT_TIMEOUT_MS)
+        legend = page.eval_on_selector_all("#legend span", "s => s.map(e => e.textContent)")
+        assert legend[0] == "all sounding classes" and len(legend) >= 2
+        assert page.locator("#plot polyline").count() == len(legend)  # a line per class
+        assert page.locator("#strip img").count() == 2
+        page.screenshot(path=str(screenshot_path(tmp_path, "serve-avss.png")), full_page=True)

@@ -356,11 +356,15 @@ function renderPlot(result, earlier) {
     colour: result.model.binary ? "#d6332f" : "#1d2330",
     points: result.frames.map((f) => [f.frame_time, f.area]) });
   if (!result.model.binary) {
-    for (const c of result.classes.slice(0, 8)) {
-      series.push({ name: c.name, colour: c.colour, points: result.frames.map((f) => {
-        const hit = f.classes.find((k) => k.id === c.id);
-        return [f.frame_time, hit ? hit.fraction : 0];
-      }) });
+    // The 8 classes with the most area over the video, largest first.
+    const perClass = result.classes.map((c) => ({ ...c, points: result.frames.map((f) => {
+      const hit = f.classes.find((k) => k.id === c.id);
+      return [f.frame_time, hit ? hit.fraction : 0];
+    }) }));
+    const total = (c) => c.points.reduce((sum, p) => sum + p[1], 0);
+    perClass.sort((a, b) => total(b) - total(a));
+    for (const c of perClass.slice(0, 8)) {
+      series.push({ name: c.name, colour: c.colour, points: c.points });
     }
   }
   // A round top and 3-5 gridlines: steps of 0.5, 1, 2, 2.5, 5, 10, 20 or 25 %.
