@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("avsegformer.commands.predict", "segment the sounding objects in video files"),
     "synth": ("avsegformer.commands.synth", "generate a synthetic dataset in AVSBench layout"),
     "demo": ("avsegformer.commands.demo", "run the whole pipeline on a generated video"),
+    "serve": ("avsegformer.commands.serve", "a local web page to segment videos in the browser"),
     "bench": ("avsegformer.commands.bench", "benchmark the model forward (prints JSON)"),
     "data-check": ("avsegformer.commands.data_check", "check an AVSBench dataset root"),
     "models": (

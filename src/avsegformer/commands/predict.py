@@ -41,7 +41,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,6 +387,7 @@ def process_video(
     checkpoint: dict[str, Any] | None = None,
     progress: bool = False,
     progress_position: int | None = None,
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Segment one video into ``folder`` (masks/, overlay.mp4, summary.json); returns the summary.
 
@@ -398,6 +399,10 @@ def process_video(
     written, the masks and the summary are still completed, and the summary says why
     the overlay is missing (``outputs.overlay`` None, ``overlay_error``); see
     :func:`process_video_result`.
+
+    ``on_sample(done, total)``: called after each sample is written (``avsegformer serve``
+    shows it as progress); an exception it raises stops the work like any other error
+    (masks written so far are kept, with status "incomplete").
 
     Raises:
         OutputExistsError: ``folder`` holds a previous result and not ``overwrite``, or
@@ -417,6 +422,7 @@ def process_video(
         checkpoint=checkpoint,
         progress=progress,
         progress_position=progress_position,
+        on_sample=on_sample,
     ).summary
 
 
@@ -433,6 +439,7 @@ def process_video_result(
     checkpoint: dict[str, Any] | None = None,
     progress: bool = False,
     progress_position: int | None = None,
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> VideoResult:
     """:func:`process_video`, also saying whether the overlay asked for is missing."""
     from ..data.video import VideoWriter, probe_video, sample_times
@@ -625,6 +632,8 @@ def process_video_result(
                     overlay_failed(error)
             state["write_s"] += time.perf_counter() - clock
             bar.update()
+            if on_sample is not None:
+                on_sample(len(frames), num_samples)
             if clock - last_summary > state["summary_every_s"]:
                 write_summary()
                 last_summary = time.perf_counter()
