@@ -424,13 +424,15 @@ def test_crafted_configuration_record_is_refused_before_anything_is_built(
 @pytest.mark.parametrize(
     ("section", "field", "value", "match"),
     [
-        ("model", "encoder_layers", 10**7, "implausible.*encoder_layers=10000000"),
-        ("model", "embed_dim", 2**40, "implausible.*embed_dim"),
-        ("model", "num_heads", -8, "implausible.*num_heads=-8"),
-        ("data", "img_size", 2**20, "implausible.*img_size"),
-        ("model", "embed_dim", 1e400, "malformed"),
+        ("model", "encoder_layers", 10**7, r"impossible.*encoder_layers=10000000 .*1, 1024\]"),
+        ("model", "embed_dim", 2**40, "impossible.*embed_dim"),
+        ("model", "num_heads", -8, "impossible.*num_heads=-8"),
+        ("data", "img_size", 2**20, "impossible.*img_size"),
+        ("model", "backbone_depths", (600, 600), "impossible.*adds up to more than 1024"),
+        ("model", "embed_dim", 1e400, "impossible.*embed_dim: expected an integer, got inf"),
+        ("model", "embed_dim", "wide", "impossible.*got .wide."),
         ("model", "gn_groups", 7, "cannot be built"),
-        ("model", "gn_groups", 0, "cannot be built"),
+        ("model", "gn_groups", 0, r"impossible.*gn_groups=0 is out of range"),
     ],
 )
 def test_implausible_records_are_refused(

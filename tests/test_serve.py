@@ -488,6 +488,44 @@ def test_model_choices_pair_names_and_checkpoints(tmp_path: Path) -> None:
         model_choices([tmp_path / "missing.pth"])
 
 
+def test_released_weights_are_offered_by_name_and_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    from avsegformer import hub, zoo
+    from avsegformer.checkpoint import save_checkpoint
+    from avsegformer.modeling.build import build_model
+
+    monkeypatch.setenv(hub.ENV_HOME, str(tmp_path / "home"))
+    monkeypatch.setenv(hub.ENV_OFFLINE, "1")
+    monkeypatch.delenv(hub.ENV_MIRROR, raising=False)
+    entry = replace(zoo.get_weights("res50_s4"), name="tiny_s4", config="tiny_s4",
+                    file_name="tiny_s4_released.safetensors", size=None, sha256=None)  # fmt: skip
+    monkeypatch.setitem(zoo._WEIGHTS, "tiny_s4", entry)
+    # Nothing cached: the demo model only; a named model cannot be had offline.
+    assert [c.checkpoint.name for c in model_choices([])] == ["demo_tiny_s4.safetensors"]
+    with pytest.raises(Exception, match="tiny_s4"):
+        model_choices([], ["tiny_s4"])
+    # Placed in the cache (as `avsegformer download` would): offered, checked on the way.
+    cached = hub.cached_path("tiny_s4")
+    cached.parent.mkdir(parents=True)
+    save_checkpoint(build_model("tiny_s4"), cached)
+    choices = model_choices([])
+    assert [(c.id, c.label, c.name) for c in choices] == [
+        ("m0", "demo_tiny_s4.safetensors", None),
+        ("m1", "tiny_s4 (released weights)", "tiny_s4"),
+    ]
+    assert choices[1].checkpoint == cached and hub.cache_status("tiny_s4") == "verified"
+    (named,) = model_choices([], ["tiny_s4"])
+    assert named.checkpoint == cached and named.name == "tiny_s4"
+    # A damaged cached file is left out with a warning; the page still starts.
+    cached.write_bytes(b"not weights")
+    with caplog.at_level("WARNING"):
+        assert len(model_choices([])) == 1
+    assert "left out the cached tiny_s4 weights" in caplog.text
+
+
 def test_a_broken_checkpoint_fails_the_job_with_a_message_not_the_server(
     tmp_path: Path, clip: Path
 ) -> None:
@@ -501,6 +539,30 @@ def test_a_broken_checkpoint_fails_the_job_with_a_message_not_the_server(
         assert "broken.safetensors" in job["error"] and "Traceback" not in job["error"]
         status, job = upload(server, clip, model="m0")
         assert server.wait(job["id"])["result"]["num_samples"] == 2
+
+
+def test_an_overlay_that_cannot_be_encoded_leaves_the_masks_and_says_so(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from avsegformer.data.video import VideoWriter
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("the encoder refused the frame")
+
+    monkeypatch.setattr(VideoWriter, "write_frame", refuse)
+    with running_server(tmp_path / "work") as server:
+        status, job = upload(server, clip, fps=2)
+        job = server.wait(job["id"])
+        assert job["result"]["files"]["overlay"] is None
+        assert any("overlay video could not be written" in n and "encoder refused" in n
+                   for n in job["notes"]), job["notes"]  # fmt: skip
+        assert len(job["result"]["frames"]) == 4
+        files = files_of(server, {"result": {"files": {
+            k: v for k, v in job["result"]["files"].items() if v is not None}}})  # fmt: skip
+        with zipfile.ZipFile(io.BytesIO(files["masks_zip"])) as archive:
+            assert len([n for n in archive.namelist() if n.startswith("masks/")]) == 4
+        status, _, _ = server.request("GET", f"/api/jobs/{job['id']}/files/result/overlay.mp4")
+        assert status == 404
 
 
 # ---------------------------------------------------------------------------------------
@@ -524,7 +586,12 @@ def test_process_video_reports_each_sample_and_stops_when_the_hook_raises(
 
     with pytest.raises(JobCancelled):
         process_video(predictor, clip, tmp_path / "stopped", fps=2, on_sample=stop)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no half-written folder
+    # predict keeps what it wrote before the stop, and its summary says the run is partial.
+    stopped = tmp_path / "stopped"
+    assert sorted(p.name for p in (stopped / "masks").iterdir()) == ["000000.png", "000001.png"]
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "incomplete" and "stop" in summary["error"]
+    assert not (stopped / "overlay.mp4").exists()
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,6 +32,13 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 RESNET50_CHANNELS = (256, 512, 1024, 2048)
 PVT_V2_B5_CHANNELS = (64, 128, 320, 512)
 
+# Upper bounds no real model comes near (the published ones use widths <= 2048, <= 6
+# layers per stack, 512-pixel frames). They stop a typo, a damaged checkpoint record or a
+# hand-made one from building a network that fits no machine, before anything is built.
+MAX_WIDTH = 2**24
+MAX_LAYERS = 1024
+MAX_IMG_SIZE = 8192
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -54,9 +61,9 @@ class Limits:
 
     def describe(self) -> str:
         if self.high is None:
-            return f">= {self.low:g}" if self.low is not None else "a finite number"
+            return f">= {_show(self.low)}" if self.low is not None else "a finite number"
         close = ")" if self.high_open else "]"
-        return f"in [{self.low:g}, {self.high:g}{close}"
+        return f"in [{_show(self.low)}, {_show(self.high)}{close}"
 
 
 def limited(default: Any, low: float | None = None, high: float | None = None, *,
@@ -103,30 +110,30 @@ class ModelConfig:
     """
 
     backbone: str = "res50"
-    in_channels: tuple[int, ...] = limited(RESNET50_CHANNELS, 1)
+    in_channels: tuple[int, ...] = limited(RESNET50_CHANNELS, 1, MAX_WIDTH)
     # Widths and block counts of a light backbone; ignored by res50 / pvt_v2_b5.
-    backbone_widths: tuple[int, ...] = limited((), 1)
-    backbone_depths: tuple[int, ...] = limited((), 1)
-    num_classes: int = limited(1, 1)
-    embed_dim: int = limited(256, 1)
-    query_num: int = limited(300, 1)
-    num_heads: int = limited(8, 1)
-    num_levels: int = limited(3, 1)
-    num_points: int = limited(4, 1)
-    encoder_layers: int = limited(6, 1)
-    decoder_layers: int = limited(6, 1)
-    ffn_dim: int = limited(2048, 1)
+    backbone_widths: tuple[int, ...] = limited((), 1, MAX_WIDTH)
+    backbone_depths: tuple[int, ...] = limited((), 1, MAX_LAYERS)
+    num_classes: int = limited(1, 1, MAX_WIDTH)
+    embed_dim: int = limited(256, 1, MAX_WIDTH)
+    query_num: int = limited(300, 1, MAX_WIDTH)
+    num_heads: int = limited(8, 1, MAX_WIDTH)
+    num_levels: int = limited(3, 1, MAX_LAYERS)
+    num_points: int = limited(4, 1, MAX_WIDTH)
+    encoder_layers: int = limited(6, 1, MAX_LAYERS)
+    decoder_layers: int = limited(6, 1, MAX_LAYERS)
+    ffn_dim: int = limited(2048, 1, MAX_WIDTH)
     dropout: float = limited(0.1, 0, 1, high_open=True)
-    generator_layers: int = limited(6, 1)
-    generator_ffn_dim: int = limited(1024, 1)
-    mlp_hidden_dim: int = limited(2048, 1)
-    gn_groups: int = limited(32, 1)
+    generator_layers: int = limited(6, 1, MAX_LAYERS)
+    generator_ffn_dim: int = limited(1024, 1, MAX_WIDTH)
+    mlp_hidden_dim: int = limited(2048, 1, MAX_WIDTH)
+    gn_groups: int = limited(32, 1, MAX_WIDTH)
     # Hidden widths of the mask decoder ``head.fc`` (3x3 conv, 4x upsampling, 3x3 conv).
-    mask_head_widths: tuple[int, ...] = limited((128, 32), 1)
+    mask_head_widths: tuple[int, ...] = limited((128, 32), 1, MAX_WIDTH)
     audio_encoder: str = "vggish"
     # Channel widths of a light audio encoder; ignored by "vggish".
-    audio_widths: tuple[int, ...] = limited((), 1)
-    audio_dim: int = limited(128, 1)
+    audio_widths: tuple[int, ...] = limited((), 1, MAX_WIDTH)
+    audio_dim: int = limited(128, 1, MAX_WIDTH)
     freeze_audio: bool = True
     drop_path_rate: float = limited(0.1, 0, 1, high_open=True)
     # The authors' network carries modules its forward never uses (head.fpn,
@@ -136,6 +143,17 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_limits(self, "model")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple) and len(value) > MAX_LAYERS:
+                raise ConfigError(
+                    f"model.{f.name} has {len(value)} entries; at most {MAX_LAYERS} are allowed"
+                )
+        if sum(self.backbone_depths) > MAX_LAYERS:
+            raise ConfigError(
+                f"model.backbone_depths={_show(self.backbone_depths)} adds up to more than "
+                f"{MAX_LAYERS} blocks"
+            )
 
 
 @dataclass(frozen=True)
@@ -148,7 +166,7 @@ class DataConfig:
     """
 
     task: Task = "s4"
-    img_size: int = 512
+    img_size: int = limited(512, 32, MAX_IMG_SIZE)
     frames_per_clip: int = limited(5, 1)
     num_classes: int = limited(1, 1)
 

@@ -3,6 +3,7 @@
 Examples::
 
     avsegformer serve                                  # the shipped demo model, http://127.0.0.1:7860/
+    avsegformer serve --model res50_s4 --model pvt2_s4 # released weights (downloaded once)
     avsegformer serve --checkpoint S4_res50_best.pth --model res50_s4 --device cuda
     avsegformer serve --checkpoint a.safetensors --checkpoint b.safetensors --port 8000
 
@@ -44,15 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="a model the page offers (repeat for several; default: the shipped demo model "
-        "checkpoints/demo_tiny_s4.safetensors)",
+        "checkpoints/demo_tiny_s4.safetensors and every released model already downloaded)",
     )
     parser.add_argument(
         "--model",
         action="append",
         default=[],
         metavar="NAME",
-        help="configuration name for checkpoints that do not record one (the authors' .pth, "
-        "e.g. res50_s4): once for all, or once per --checkpoint in the same order",
+        help="without --checkpoint: a released model to offer (its weights are downloaded "
+        "if not cached; repeat for several). With --checkpoint: the configuration of "
+        "files that do not record one (the authors' .pth, e.g. res50_s4), once for all "
+        "or once per --checkpoint in the same order",
     )
     parser.add_argument(
         "--host",

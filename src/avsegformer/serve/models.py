@@ -6,12 +6,15 @@ the page picks among them by ``id``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, MissingFileError
+from ..errors import AVSegFormerError, ConfigError, MissingFileError
+
+logger = logging.getLogger(__name__)
 
 #: Precisions the page offers, by device type (fp16 autocast needs CUDA).
 PRECISIONS_BY_DEVICE = {"cuda": ("auto", "fp32", "bf16", "fp16"), "cpu": ("auto", "fp32", "bf16")}
@@ -39,24 +42,47 @@ class ModelChoice:
 
 
 def model_choices(
-    checkpoints: Sequence[str | os.PathLike[str]], names: Sequence[str] = ()
+    checkpoints: Sequence[str | os.PathLike[str]],
+    names: Sequence[str] = (),
+    *,
+    progress: bool = True,
 ) -> list[ModelChoice]:
     """Every model the page offers, first = the default.
 
-    ``checkpoints``: the ``--checkpoint`` files (none: the demo model shipped in
-    ``checkpoints/demo_tiny_s4.safetensors``, so the page works on a fresh clone).
-    ``names``: the ``--model`` configuration names: one for all checkpoints, or one per
-    checkpoint in the same order.
+    ``checkpoints``: the ``--checkpoint`` files. ``names``: the ``--model`` configuration
+    names: with checkpoints, one for all of them or one per checkpoint in the same order
+    (the authors' ``.pth`` record none); without checkpoints, each name's released
+    weights (downloaded into the cache if missing, as ``avsegformer predict --model``).
+    With neither: the demo model shipped in ``checkpoints/demo_tiny_s4.safetensors`` (so
+    the page works on a fresh clone), then every released model already in the cache
+    (``avsegformer download NAME``); a cached file that fails its check is left out with
+    a warning, not fatal.
 
     Raises:
         MissingFileError: a checkpoint file does not exist.
-        ConfigError: ``names`` cannot be paired with ``checkpoints``.
+        ConfigError: ``names`` cannot be paired with ``checkpoints``, or a name has no
+            released weights.
+        DownloadError, WeightsVerificationError: a named model's weights cannot be had.
     """
-    # Weights registry (released models in the local cache): add them here, once, so the
-    # page and the command line see the same list.
-    from ..commands.demo import find_demo_checkpoint
+    from .. import hub
 
-    paths = [Path(c) for c in checkpoints] or [find_demo_checkpoint(None)]
+    if not checkpoints:
+        entries: list[tuple[Path, str | None, str]] = []
+        if names:
+            for name in names:
+                path = hub.released_checkpoint(name, progress=progress)
+                entries.append((path, name, f"{name} (released weights)"))
+        else:
+            from ..commands.demo import find_demo_checkpoint
+
+            demo = find_demo_checkpoint(None)
+            entries.append((demo, None, demo.name))
+            entries += _cached_released_models()
+        return [
+            ModelChoice(f"m{index}", label, path, name)
+            for index, (path, name, label) in enumerate(entries)
+        ]
+    paths = [Path(c) for c in checkpoints]
     if len(names) > 1 and len(names) != len(paths):
         raise ConfigError(
             f"--model was given {len(names)} times for {len(paths)} checkpoint(s): give it "
@@ -74,6 +100,26 @@ def model_choices(
         label = path.name if name is None else f"{name} ({path.name})"
         choices.append(ModelChoice(f"m{index}", label, path, name))
     return choices
+
+
+def _cached_released_models() -> list[tuple[Path, str | None, str]]:
+    """(file, configuration, label) of each released whole model in the local cache,
+    checked (once per file version: the check is recorded) without the network."""
+    from .. import hub
+    from ..zoo import get_weights, list_weights
+
+    found = []
+    for weights_name in list_weights():
+        weights = get_weights(weights_name)
+        if weights.target or hub.cache_status(weights_name) == "missing":
+            continue
+        try:
+            path = hub.download(weights_name, offline=True, progress=False)
+        except AVSegFormerError as exc:
+            logger.warning("left out the cached %s weights: %s", weights_name, exc)
+            continue
+        found.append((path, weights.config, f"{weights.config} (released weights)"))
+    return found
 
 
 def precision_choices(device_type: str) -> tuple[str, ...]:
