@@ -266,6 +266,32 @@ def test_skip_bad_clips_goes_on_and_lists_them(
     assert "1 clip skipped in training" in caplog.text
 
 
+def test_a_nan_in_a_data_file_is_a_bad_clip_not_a_diverged_run(
+    s4_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A NaN log-mel file is a data fault (NonFiniteDataError: both a DataError and a
+    # NonFiniteError): reported as the file, skippable, never as a non-finite loss.
+    from avsegformer.data import S4Dataset
+    from avsegformer.data.safe_pickle import load_tensor_pickle, write_logmel_pkl
+
+    root = tmp_path / "nan" / "Single-source"
+    shutil.copytree(s4_root, root)
+    dataset = S4Dataset(root, "test", img_size=64)
+    pkl = dataset.video_files(0).log_mel
+    poisoned = load_tensor_pickle(pkl).detach().clone()
+    poisoned[1, 0, 3, 3] = float("nan")
+    write_logmel_pkl(pkl, poisoned)
+    args = ["test", "tiny_s4", "--checkpoint", str(_checkpoint(tmp_path)), "--data-root",
+            str(root), "--no-progress", "--workers", "1", "--set", *FAST]  # fmt: skip
+    assert cli(args) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert pkl.name in line and "NaN or infinite" in line and "--skip-bad-clips" in line
+    result = tmp_path / "r.json"
+    assert cli([*args, "--skip-bad-clips", "--json", str(result)]) == 1
+    (skipped,) = json.loads(result.read_text())["skipped_clips"]
+    assert skipped["video_id"] == pkl.stem and "NaN or infinite" in skipped["reason"]
+
+
 # -------------------------------------------------------------- unwritable outputs
 def test_unwritable_outputs_are_refused_before_the_work(
     s4_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
