@@ -157,6 +157,17 @@ def _save(image: Image.Image, path: Path, **kwargs: object) -> None:
     image.save(path, **kwargs)
 
 
+def write_csv(path: Path, rows: list[list[str]]) -> None:
+    """Rows as a metadata CSV (header included in ``rows``), for tests that edit one."""
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:

@@ -40,7 +40,7 @@ from avsegformer.errors import (
     MissingFileError,
     NonFiniteError,
 )
-from datasets import make_avss_dataset, make_ms3_dataset, make_s4_dataset
+from datasets import make_avss_dataset, make_ms3_dataset, make_s4_dataset, read_csv, write_csv
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -565,16 +565,6 @@ def test_frames_of_any_common_size_are_resized(tmp_path):
     root = make_s4_dataset(tmp_path, videos_per_split=1, splits=("val",), size=40)
     sample = S4Dataset(root, "val", img_size=64)[0]
     assert sample.frames.shape == (5, 3, 64, 64) and sample.masks.shape == (5, 1, 64, 64)
-
-
-def write_csv(path: Path, rows: list[list[str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        csv.writer(handle, lineterminator="\n").writerows(rows)
-
-
-def read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="") as handle:
-        return list(csv.reader(handle))
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import Image
 from avsegformer.cli import main
 from avsegformer.data import check_dataset
 from avsegformer.data.safe_pickle import load_tensor_pickle, write_logmel_pkl
-from datasets import make_avss_dataset, make_ms3_dataset, make_s4_dataset
+from datasets import make_avss_dataset, make_ms3_dataset, make_s4_dataset, read_csv, write_csv
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -105,16 +104,6 @@ def test_wrong_root_is_a_one_line_error(tmp_path, capsys):
 
 
 # ------------------------------------------- bad data: reported, never "OK"
-def write_csv(path: Path, rows: list[list[str]]) -> None:
-    with open(path, "w", newline="") as handle:
-        csv.writer(handle, lineterminator="\n").writerows(rows)
-
-
-def read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="") as handle:
-        return list(csv.reader(handle))
-
-
 @pytest.fixture()
 def small_s4(tmp_path) -> Path:
     """One clip in val and one in test (frames 224x224 as released)."""

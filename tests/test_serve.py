@@ -610,7 +610,11 @@ def test_serve_refuses_bad_options_in_one_line(
 
     for argv, message in [
         (["--checkpoint", str(tmp_path / "nope.pth")], "nope.pth: checkpoint file not found"),
-        (["--model", "a", "--model", "b"], "--model was given 2 times for 1 checkpoint(s)"),
+        (
+            ["--checkpoint", str(DEMO_CHECKPOINT), *["--model", "a", "--model", "b"]],
+            "--model was given 2 times for 1 checkpoint(s)",
+        ),
+        (["--model", "tiny_s4"], "'tiny_s4' has no released weights"),
         (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
         (["--keep-minutes", "-1"], "--keep-minutes must be positive"),
         (["--port", "70000"], "--port must lie in 0..65535"),
