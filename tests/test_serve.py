@@ -615,6 +615,7 @@ def test_serve_refuses_bad_options_in_one_line(
             "--model was given 2 times for 1 checkpoint(s)",
         ),
         (["--model", "tiny_s4"], "'tiny_s4' has no released weights"),
+        (["--model", "res50"], "unknown model 'res50'; available: res50_s4"),
         (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
         (["--keep-minutes", "-1"], "--keep-minutes must be positive"),
         (["--port", "70000"], "--port must lie in 0..65535"),

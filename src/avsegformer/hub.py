@@ -56,7 +56,14 @@ from . import __version__
 from .errors import CheckpointError, ConfigError, DownloadError, WeightsVerificationError
 from .fileio import atomic_write_text, check_writable, sweep_stale_temporaries
 from .progress import on_terminal, progress_bar
-from .zoo import Config, ReleasedWeights, get_weights, list_weights, weights_for_config
+from .zoo import (
+    Config,
+    ReleasedWeights,
+    get_config,
+    get_weights,
+    list_weights,
+    weights_for_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +206,7 @@ def released_checkpoint(
     """
     weights = weights_for_config(config_name)
     if weights is None:
+        get_config(config_name)  # an unknown name says so, with the known ones
         with_weights = [n for n in list_weights() if not get_weights(n).target]
         raise ConfigError(
             f"{config_name!r} has no released weights (models with weights: "
