@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -164,3 +165,12 @@ def os_error_text(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         hint = " (free some space, or write elsewhere; files written so far are complete)"
     return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (checkpoints are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import http.client
 import json
 import logging
@@ -54,7 +53,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, ConfigError, DownloadError, WeightsVerificationError
-from .fileio import atomic_write_text, check_writable, sweep_stale_temporaries
+from .fileio import atomic_write_text, check_writable, file_sha256, sweep_stale_temporaries
 from .progress import on_terminal, progress_bar
 from .zoo import (
     Config,
@@ -290,14 +289,6 @@ def verify_file(path: Path, weights: ReleasedWeights) -> dict[str, Any]:
         "verified_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "avsegformer": __version__,
     }
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_card(name: str, cache_dir: str | os.PathLike[str] | None = None) -> str:

@@ -147,8 +147,9 @@ def score_predictions(clip: Any, folder: Path, summary: dict[str, Any]) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import generate_clip
+    from ..fileio import file_sha256
     from ..predictor import Predictor
-    from .predict import file_sha256, process_video
+    from .predict import process_video
 
     started = time.perf_counter()
     if args.seconds < 1:

@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
 import logging
 import math
@@ -60,6 +59,7 @@ from ..errors import (
 from ..fileio import (
     atomic_write_text,
     check_writable,
+    file_sha256,
     is_temporary_name,
     os_error_text,
     remove_path,
@@ -254,14 +254,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
         taken.add(name)
         names.append(name)
     return names
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------

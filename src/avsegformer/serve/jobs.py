@@ -477,7 +477,7 @@ def checkpoint_record(path: Path) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    from ..commands.predict import file_sha256
+    from ..fileio import file_sha256
 
     return file_sha256(path)
 
