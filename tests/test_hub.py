@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -158,7 +159,16 @@ def test_download_writes_a_verified_file_under_its_name_only_when_complete(
     final = home / FILE
     seen: list[tuple[bool, bool]] = []
     part = home / f".{FILE}.part"
-    server.during_body = lambda: seen.append((final.exists(), part.exists()))
+
+    def mid_transfer() -> None:
+        # The server has sent half the body; the client may not have opened its partial
+        # file yet (it may still be reading the headers), so give it time to.
+        deadline = time.monotonic() + 10.0
+        while not part.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append((final.exists(), part.exists()))
+
+    server.during_body = mid_transfer
 
     path = hub.download("tiny_s4", progress=False)
 
