@@ -83,7 +83,7 @@ from avsegformer.errors import (
     VideoError,
 )
 
-from ..fileio import temporary_sibling
+from ...fileio import temporary_sibling
 
 __all__ = [
     "AVSBENCH_FRAME_OFFSET",
