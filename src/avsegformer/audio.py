@@ -416,7 +416,7 @@ def read_audio(path: str | Path, sample_format: SampleFormat = "int16") -> tuple
         return samples, int(rate)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
         logger.debug("soundfile cannot read %s (%s); trying PyAV", path, exc)
-    from .data.video import read_audio_track
+    from .data.video.sound import read_audio_track
 
     floats, rate = read_audio_track(path, None, mono=False)  # float32 [L, C]
     if floats.shape[0] == 0:
