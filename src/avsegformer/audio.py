@@ -6,10 +6,11 @@ of 400 samples every 160 (no padding), periodic Hann window, ``|rfft|`` of lengt
 non-overlapping examples of 96 frames (0.96 s); an incomplete tail is dropped. Example
 ``k`` starts at ``k * 0.96`` s and stands for second ``k`` of a clip.
 
-Pieces are public so that callers can reuse them: :func:`read_audio`, :func:`to_mono`,
+Pieces are public so that callers can reuse them: :func:`to_mono`,
 :func:`resample`, :func:`log_mel_spectrogram`, :func:`mel_matrix`,
-:func:`frame_examples`, :func:`fit_examples`; :func:`waveform_to_examples` and
-:func:`wav_to_examples` chain them.
+:func:`frame_examples`, :func:`fit_examples`; :func:`waveform_to_examples` chains them.
+Audio files are read by :func:`avsegformer.data.audio_files.read_audio` and
+:func:`avsegformer.data.audio_files.wav_to_examples` (also importable from here).
 
 Resampling uses soxr (the reference used resampy's ``kaiser_best``, which pulls numba).
 The two agree in the pass band and differ in the 7-8 kHz transition band (soxr rolls off
@@ -47,13 +48,12 @@ import logging
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from .errors import AudioError, EmptyAudioFileError, MissingFileError, NonFiniteDataError
-from .finite import require_finite
+from .errors import AudioError
 
 logger = logging.getLogger(__name__)
 
@@ -346,86 +346,16 @@ def waveform_to_examples(
     return examples
 
 
-def wav_to_examples(
-    path: str | Path,
-    *,
-    num_examples: int | None = None,
-    policy: ClipPolicy = "silence",
-    dtype: torch.dtype = torch.float32,
-    compute_dtype: torch.dtype = torch.float64,
-    resample_quality: ResampleQuality = "VHQ",
-) -> torch.Tensor:
-    """Read an audio file (WAV or anything PyAV decodes) and return ``[N, 1, 96, 64]``.
-
-    Samples are read as int16 like the reference (``read_audio(path, "int16")``), then
-    :func:`waveform_to_examples` with the same options. Errors name ``path``.
-    """
-    samples, rate = read_audio(path, sample_format="int16")
-    try:
-        examples = waveform_to_examples(
-            samples,
-            rate,
-            dtype=dtype,
-            compute_dtype=compute_dtype,
-            resample_quality=resample_quality,
-        )
-    except AudioError as exc:
-        raise AudioError(f"{path}: {exc}") from None
-    if num_examples is not None:
-        examples = fit_examples(examples, num_examples, policy, source=path)
-    return examples
-
-
 # ---------------------------------------------------------------------------- reading
-def read_audio(path: str | Path, sample_format: SampleFormat = "int16") -> tuple[np.ndarray, int]:
-    """Decode an audio file: returns ``(samples, sample_rate)``.
+# Reading files (read_audio, wav_to_examples) lives in avsegformer.data.audio_files: the
+# datasets depend on this front end, not the reverse. The old names still resolve here,
+# loaded on first use.
+_MOVED_TO_DATA = frozenset({"read_audio", "wav_to_examples"})
 
-    ``samples``: ``[L]`` for mono, ``[L, C]`` for ``C`` channels (soundfile's layout),
-    dtype ``sample_format``: ``"int16"`` (what the reference reads: soundfile converts
-    other PCM/float formats to int16) or ``"float32"``/``"float64"`` in [-1, 1].
-    WAV, FLAC, OGG and MP3 go through soundfile; anything else (mp4, m4a, mkv, webm...)
-    through :func:`avsegformer.data.video.read_audio_track` (PyAV; first audio stream,
-    native rate and channels, aligned to the video clock).
 
-    Raises (all naming ``path``) :class:`~avsegformer.errors.MissingFileError`,
-    :class:`~avsegformer.errors.NoAudioStreamError` (a container without audio), another
-    :class:`~avsegformer.errors.VideoError` (not decodable),
-    :class:`~avsegformer.errors.EmptyAudioFileError` (no samples: 0 bytes or a header
-    only) or :class:`~avsegformer.errors.NonFiniteDataError` (float samples that are NaN or
-    infinite; int16 reading would otherwise turn them into 0 / full scale silently).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise EmptyAudioFileError(f"{path}: empty audio file (0 bytes); re-extract it")
-    import soundfile
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_DATA:
+        from .data import audio_files
 
-    try:
-        info = soundfile.info(str(path))
-        if info.frames == 0:
-            raise EmptyAudioFileError(
-                f"{path}: empty audio file (a {info.format} header without samples); re-extract it"
-            )
-        if info.subtype in ("FLOAT", "DOUBLE"):
-            # soundfile turns NaN into 0 and inf into full scale when asked for int16:
-            # check the stored floats themselves.
-            stored, _ = soundfile.read(str(path), dtype="float64", always_2d=False)
-            require_finite(stored, f"audio file {path}", error=NonFiniteDataError)
-        samples, rate = soundfile.read(str(path), dtype=sample_format, always_2d=False)
-        return samples, int(rate)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-        logger.debug("soundfile cannot read %s (%s); trying PyAV", path, exc)
-    from .data.video.sound import read_audio_track
-
-    floats, rate = read_audio_track(path, None, mono=False)  # float32 [L, C]
-    if floats.shape[0] == 0:
-        raise EmptyAudioFileError(f"{path}: the audio stream holds no decodable samples")
-    require_finite(floats, f"audio file {path}", error=NonFiniteDataError)
-    samples = floats[:, 0] if floats.shape[1] == 1 else floats
-    if sample_format == "int16":
-        # Decoded 16-bit sources come back exactly (k / 32768 is exact in float32).
-        samples = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
-    else:
-        samples = samples.astype(sample_format)
-    return samples, int(rate)
+        return getattr(audio_files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -58,7 +58,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch.utils.data import Dataset
 
-from ..audio import CLIP_POLICIES, ClipPolicy, read_audio, wav_to_examples
+from ..audio import CLIP_POLICIES, ClipPolicy
 from ..errors import (
     AudioError,
     AudioFileError,
@@ -68,6 +68,7 @@ from ..errors import (
     NoAudioStreamError,
     VideoError,
 )
+from .audio_files import read_audio, wav_to_examples
 from .classes import AVSS_CLASSES, NUM_AVSS_CLASSES
 from .images import (
     BinaryMaskRule,
@@ -486,7 +487,7 @@ class VideoFiles:
 def read_wav_examples(path: Path, num_examples: int, policy: ClipPolicy) -> torch.Tensor:
     """Log-mel examples ``[num_examples, 1, 96, 64]`` of a dataset audio file.
 
-    :func:`avsegformer.audio.wav_to_examples`, with every failure raised as a
+    :func:`avsegformer.data.audio_files.wav_to_examples`, with every failure raised as a
     :class:`DataError` naming ``path`` (what a training run can skip as one bad clip):
     :class:`AudioFileError` for audio that is not decodable or does not fit the clip,
     and ``read_audio``'s own :class:`MissingFileError`, ``EmptyAudioFileError`` and
