@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import generate_clip
     from ..fileio import file_sha256
     from ..predictor import Predictor
-    from .predict import process_video
+    from ..video_pipeline import process_video
 
     started = time.perf_counter()
     if args.seconds < 1:

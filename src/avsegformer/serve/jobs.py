@@ -8,7 +8,7 @@ can be driven and tested directly.
 * Each job has its own folder ``WORK_DIR/<32 hex digits>/`` whose name is a random id,
   never anything from the request: ``input.<ext>`` (the upload; the extension only
   from a list of video suffixes), ``audio.<ext>`` (a swapped-in clip), ``result/``
-  (written by :func:`avsegformer.commands.predict.process_video`: ``masks/``,
+  (written by :func:`avsegformer.video_pipeline.process_video`: ``masks/``,
   ``overlay.mp4``, ``summary.json``) and ``masks.zip``.
 * :class:`JobQueue` runs one job at a time (one device per server) in a worker thread,
   in order of arrival, and removes finished jobs ``keep_seconds`` after they end.
@@ -134,7 +134,7 @@ def display_name(raw: str | None, fallback: str = "video") -> str:
 
 def stored_suffix(name: str) -> str:
     """The suffix an upload is stored with: a known video suffix of ``name``, else ``.bin``."""
-    from ..commands.predict import VIDEO_EXTENSIONS
+    from ..video_pipeline import VIDEO_EXTENSIONS
 
     suffix = Path(name).suffix.lower()
     return suffix if suffix in VIDEO_EXTENSIONS and suffix[1:].isalnum() else ".bin"
@@ -415,8 +415,8 @@ def execute_job(job: Job, queue: JobQueue) -> None:
 
     Raises whatever went wrong (the queue reports it on the page) or :class:`JobCancelled`.
     """
-    from ..commands.predict import process_video
     from ..data.video import probe_video
+    from ..video_pipeline import process_video
 
     folder = job.folder
     if job.kind == "demo":
