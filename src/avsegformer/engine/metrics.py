@@ -59,6 +59,7 @@ __all__ = [
     "BinaryScores",
     "FSCORE_BETA2",
     "FSCORE_NUM_THRESHOLDS",
+    "FrameMetric",
     "avss_frame_stats",
     "binary_frame_stats",
     "fscore",
@@ -273,7 +274,7 @@ def fscore(logits: torch.Tensor, gt: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------
-# Per-frame record store shared by both accumulators
+# Per-frame record store and base class shared by both accumulators
 # ---------------------------------------------------------------------------
 
 
@@ -389,6 +390,49 @@ def _cat_or_empty(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor
     return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
 
 
+class FrameMetric:
+    """What both accumulators share: per-frame results kept by (video, frame) key.
+
+    A subclass scores a batch in ``update`` and hands the per-frame results to
+    :meth:`_remember`; its ``compute`` takes them back, from every process, through
+    :meth:`_collect`.
+    """
+
+    def __init__(self) -> None:
+        self._records = _FrameRecords()
+
+    def reset(self) -> None:
+        """Forget every frame seen so far."""
+        self._records.reset()
+
+    @property
+    def num_frames(self) -> int:
+        """Frames added to this process's accumulator (before de-duplication)."""
+        return self._records.num_frames
+
+    def _remember(
+        self,
+        video_index: IndexLike | None,
+        frame_index: IndexLike | None,
+        **fields: torch.Tensor,
+    ) -> None:
+        """Keep one batch's per-frame results: each field is [N, ...] for its N frames."""
+        num_frames = next(iter(fields.values())).shape[0]
+        self._records.add(video_index, frame_index, num_frames, **fields)
+
+    def _collect(self, sync: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Video keys int64 [M] and the fields [M, ...] of all frames kept, de-duplicated
+        and in (video, frame) order (from every process when ``sync``).
+
+        Raises:
+            MetricError: no frame was added (anywhere).
+        """
+        videos, _, fields = self._records.collect(sync)
+        if videos.numel() == 0:
+            raise MetricError(f"{type(self).__name__}.compute() called before any update()")
+        return videos, fields
+
+
 # ---------------------------------------------------------------------------
 # Binary accumulator
 # ---------------------------------------------------------------------------
@@ -426,7 +470,7 @@ def _check_mode(mode: str, videos_per_group: int) -> None:
         raise ConfigError(f"videos_per_group must be a positive integer, got {videos_per_group!r}")
 
 
-class BinaryMetric:
+class BinaryMetric(FrameMetric):
     """Streaming S4/MS3 mIoU and F-score with the official or a batch-invariant grouping.
 
     Usage::
@@ -449,18 +493,9 @@ class BinaryMetric:
 
     def __init__(self, mode: BinaryMode = "avsbench", videos_per_group: int = 2) -> None:
         _check_mode(mode, videos_per_group)
+        super().__init__()
         self.mode = mode
         self.videos_per_group = videos_per_group
-        self._records = _FrameRecords()
-
-    def reset(self) -> None:
-        """Forget every frame seen so far."""
-        self._records.reset()
-
-    @property
-    def num_frames(self) -> int:
-        """Frames added to this process's accumulator (before de-duplication)."""
-        return self._records.num_frames
 
     def update(
         self,
@@ -484,10 +519,9 @@ class BinaryMetric:
             this batch's :class:`BinaryFrameStats` (e.g. for logging).
         """
         stats = binary_frame_stats(logits, gt)
-        self._records.add(
+        self._remember(
             video_index,
             frame_index,
-            stats.iou.shape[0],
             iou=stats.iou,
             curve=stats.fscore_curve,
             has_foreground=stats.has_foreground,
@@ -513,9 +547,7 @@ class BinaryMetric:
         mode = mode or self.mode
         group_size = videos_per_group or self.videos_per_group
         _check_mode(mode, group_size)
-        videos, _, fields = self._records.collect(sync)
-        if videos.numel() == 0:
-            raise MetricError("BinaryMetric.compute() called before any update()")
+        videos, fields = self._collect(sync)
         unique_videos, video_rank = torch.unique(videos, return_inverse=True)
         if mode == "avsbench":
             group = video_rank // group_size
@@ -669,7 +701,7 @@ def _divide_or_zero(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
 
 
-class AVSSMetric:
+class AVSSMetric(FrameMetric):
     """Streaming AVSS mIoU and F-score over C (71) classes, as ``scripts/avss/test.py``.
 
     Per-frame per-class results are kept (about 0.6 kB per frame at 71 classes) so that
@@ -681,8 +713,8 @@ class AVSSMetric:
     """
 
     def __init__(self, num_classes: int = AVSS_NUM_CLASSES) -> None:
+        super().__init__()
         self.num_classes = num_classes
-        self._records = _FrameRecords()
         self._reset_running()
 
     def _reset_running(self) -> None:
@@ -693,13 +725,8 @@ class AVSSMetric:
 
     def reset(self) -> None:
         """Forget every frame seen so far."""
-        self._records.reset()
+        super().reset()
         self._reset_running()
-
-    @property
-    def num_frames(self) -> int:
-        """Frames added to this process's accumulator (before de-duplication)."""
-        return self._records.num_frames
 
     def update(
         self,
@@ -725,10 +752,9 @@ class AVSSMetric:
                 f"this metric expects {self.num_classes}"
             )
         stats = avss_frame_stats(logits, target)
-        self._records.add(
+        self._remember(
             video_index,
             frame_index,
-            stats.iou.shape[0],
             iou=stats.iou,
             fscore=stats.fscore,
             present=stats.present,
@@ -745,9 +771,7 @@ class AVSSMetric:
         Raises:
             MetricError: no frame was added (anywhere).
         """
-        videos, _, fields = self._records.collect(sync)
-        if videos.numel() == 0:
-            raise MetricError("AVSSMetric.compute() called before any update()")
+        videos, fields = self._collect(sync)
         iou_sum = fields["iou"].double().sum(0)
         f_sum = fields["fscore"].double().sum(0)
         frames_per_class = fields["present"].long().sum(0)
