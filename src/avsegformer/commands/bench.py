@@ -51,7 +51,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "float16")
 #: The command line's precision names -> the torch dtype names the JSON records.
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Environment that caps each library's kernels at one instruction set (read at start-up).

@@ -368,9 +368,6 @@ class Trainer:
         dtype = resolve_precision(self.device, self.config.train.precision)
         return optimize(model, self.device, dtype, for_training=True)
 
-    def _backbone(self) -> nn.Module:
-        return self.model.backbone  # type: ignore[return-value]
-
     def _dataset(self, split: str) -> Dataset:
         options: dict[str, Any] = {"img_size": self.config.data.img_size}
         if (

@@ -51,9 +51,6 @@ DEMO_SECONDS = 8
 #: Sample rate (Hz) of a replaced sound: see :func:`replace_audio`.
 REPLACED_AUDIO_RATE = 48000
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-FINISHED = frozenset(("done", "failed", "cancelled"))
-
 
 class JobCancelled(Exception):
     """Raised inside a running job when it is cancelled or the server stops."""
@@ -79,8 +76,9 @@ class Job:
     ``kind``: "upload", "demo" or "rerun"; ``input``: the video to segment (a demo or
     re-run makes it when it runs); ``source``: a re-run's copy of the earlier job's
     input; ``audio``: "own", "silence" or "clip" (the sound of ``audio_file``, shown as
-    ``audio_name``); ``parent``: the job a re-run started from; ``done``/``total``:
-    samples segmented / to segment.
+    ``audio_name``); ``parent``: the job a re-run started from; ``state``: "queued",
+    "running", then "done", "failed" or "cancelled"; ``done``/``total``: samples
+    segmented / to segment.
     """
 
     id: str
@@ -301,10 +299,6 @@ class JobQueue:
             del self._jobs[job.id]
         shutil.rmtree(job.folder, ignore_errors=True)
         return True
-
-    def snapshot(self) -> list[Job]:
-        with self._lock:
-            return list(self._jobs.values())
 
     # -- lifecycle -------------------------------------------------------------------------
 

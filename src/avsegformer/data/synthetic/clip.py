@@ -74,10 +74,6 @@ class SynthClip:
         """int64 ``[T]``: the second (index into ``sounding``) each frame belongs to."""
         return second_of(self.frame_times, self.seconds)
 
-    def sounding_at(self, time_s: float) -> tuple[int, ...]:
-        """Instance ids sounding at ``time_s`` seconds."""
-        return self.sounding[int(second_of(np.asarray([time_s]), self.seconds)[0])]
-
     def audio(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         """The waveform at ``sample_rate`` Hz (soxr, high quality): float32 ``[L']``."""
         if sample_rate == self.sample_rate:
