@@ -72,7 +72,7 @@ def test_a_missing_demo_checkpoint_is_a_clear_error(
     (tmp_path / DEMO_CHECKPOINT).write_bytes(b"")
     assert find_demo_checkpoint(None) == DEMO_CHECKPOINT
     # Neither here nor in the repository: says what is missing and what to do.
-    import avsegformer.commands.demo as demo
+    import avsegformer.demo as demo  # where find_demo_checkpoint reads it
 
     monkeypatch.setattr(demo, "DEMO_CHECKPOINT", Path("checkpoints") / "absent.safetensors")
     with pytest.raises(

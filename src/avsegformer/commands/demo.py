@@ -25,15 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, MissingFileError
+from ..demo import (
+    DEMO_CHECKPOINT,
+    DEMO_SIZE,
+    DEMO_VIDEO_FPS,
+    find_demo_checkpoint,
+    write_clip_video,
+)
+from ..errors import ConfigError
 from ..fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-DEMO_CHECKPOINT = Path("checkpoints") / "demo_tiny_s4.safetensors"
-DEMO_VIDEO_FPS = 25
-#: Square like the synthetic training data (S4/MS3 models squash frames to a square).
-DEMO_SIZE = (224, 224)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,22 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def find_demo_checkpoint(requested: str | None) -> Path:
-    """The checkpoint to use: ``requested``, else the shipped one (cwd, then the repository)."""
-    if requested is not None:
-        from ..checkpoint import require_checkpoint_file
-
-        return require_checkpoint_file(requested)
-    repository = Path(__file__).resolve().parents[3]  # src/avsegformer/commands/ -> root
-    for candidate in (DEMO_CHECKPOINT, repository / DEMO_CHECKPOINT):
-        if candidate.is_file():
-            return candidate
-    raise MissingFileError(
-        f"{DEMO_CHECKPOINT}: the demo checkpoint is missing (it ships with the repository; "
-        "pass --checkpoint FILE to use another model)"
-    )
-
-
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
@@ -85,28 +71,6 @@ def _parse_size(text: str) -> tuple[int, int]:
     if width < 32 or height < 32:
         raise ConfigError(f"--size must be at least 32x32, got {text!r}")
     return width, height
-
-
-def write_clip_video(clip: Any, path: Path) -> Path:
-    """Write a :class:`SynthClip` as H.264 + AAC (mono, 16 kHz), one second at a time."""
-    from ..data.video import VideoWriter
-
-    height, width = clip.frames.shape[1:3]
-    rate = clip.sample_rate
-    seconds_of_frames = np.floor(clip.frame_times).astype(int)
-    with VideoWriter(
-        path,
-        fps=DEMO_VIDEO_FPS,
-        size=(width, height),
-        audio_rate=rate,
-        audio_layout="mono",
-        overwrite=True,
-    ) as writer:
-        for second in range(clip.seconds):
-            writer.write_audio(clip.waveform[second * rate : (second + 1) * rate])
-            for i in np.flatnonzero(seconds_of_frames == second):
-                writer.write_frame(clip.frames[i], float(clip.frame_times[i]))
-    return path
 
 
 def score_predictions(clip: Any, folder: Path, summary: dict[str, Any]) -> dict[str, Any]:

@@ -537,8 +537,8 @@ def result_record(job: Job, summary: dict[str, Any]) -> dict[str, Any]:
 
 def generate_demo_clip(path: Path, *, seed: int = 0, seconds: int = DEMO_SECONDS) -> Path:
     """The clip of ``avsegformer demo``: generated objects, one of them sounding."""
-    from ..commands.demo import DEMO_SIZE, DEMO_VIDEO_FPS, write_clip_video
     from ..data.synthetic import generate_clip
+    from ..demo import DEMO_SIZE, DEMO_VIDEO_FPS, write_clip_video
 
     clip = generate_clip("switch", seconds=seconds, fps=DEMO_VIDEO_FPS, size=DEMO_SIZE, seed=seed)
     return write_clip_video(clip, path)

@@ -73,7 +73,7 @@ def model_choices(
                 path = hub.released_checkpoint(name, progress=progress)
                 entries.append((path, name, f"{name} (released weights)"))
         else:
-            from ..commands.demo import find_demo_checkpoint
+            from ..demo import find_demo_checkpoint
 
             demo = find_demo_checkpoint(None)
             entries.append((demo, None, demo.name))
