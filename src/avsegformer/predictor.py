@@ -77,8 +77,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .audio import MIN_SAMPLES, SAMPLE_RATE, SAMPLES_PER_EXAMPLE, resample, to_mono
-from .audio import waveform_to_examples as _waveform_to_examples
+from .audio import SAMPLE_RATE, resample, to_mono
 from .data.classes import AVSS_CLASSES
 from .data.images import Geometry, frames_to_tensor
 from .data.video import (
@@ -94,6 +93,8 @@ from .data.video import (
     sample_times,
 )
 from .errors import ConfigError, EmptyVideoError, InputShapeError
+from .modeling.audio_encoders import audio_front_end
+from .modeling.audio_frontend import VGGISH_LOG_MEL
 from .modeling.avsegformer import check_model_inputs
 from .render import resize_mask
 
@@ -114,8 +115,9 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 #: 16 kHz samples behind one VGGish example: 96 hops of 160 plus the 240 that the last
-#: 400-sample STFT window reaches beyond them (audio-frontend.md §2).
-AUDIO_WINDOW_SAMPLES = SAMPLES_PER_EXAMPLE + MIN_SAMPLES  # 15600
+#: 400-sample STFT window reaches beyond them (audio-frontend.md §2). The default window;
+#: a model whose audio front end needs another gets windows of its own length.
+AUDIO_WINDOW_SAMPLES = VGGISH_LOG_MEL.window_samples  # 15600
 AUDIO_WINDOW_SECONDS = AUDIO_WINDOW_SAMPLES / SAMPLE_RATE  # 0.975
 #: Audio is streamed from files in chunks of this many seconds (memory vs call overhead).
 _AUDIO_CHUNK_SECONDS = 1.0
@@ -139,7 +141,8 @@ class Sample:
         frame: uint8 [H, W, 3] RGB, source resolution (upright).
         audio_start: k / fps (s), where the audio window starts.
         waveform: float32 [15600] 16 kHz mono in [-1, 1]: the 0.975 s from
-            ``audio_start``, zeros where the audio had run out.
+            ``audio_start``, zeros where the audio had run out (another length when
+            the samples were made for a model whose front end needs another window).
         audio_padding: seconds of ``waveform`` that are padding (0 .. 0.975).
         period_frames: with ``keep_period_frames``, every source frame whose timestamp lies
             in [k/fps, (k+1)/fps) (the last sample also takes later ones), in order; None
@@ -158,7 +161,7 @@ class Sample:
     @property
     def audio_window(self) -> tuple[float, float]:
         """(start, end) in s of the audio behind this sample's log-mel example."""
-        return self.audio_start, self.audio_start + AUDIO_WINDOW_SECONDS
+        return self.audio_start, self.audio_start + len(self.waveform) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -252,9 +255,11 @@ class _AudioWindows:
     """Cuts 15600-sample windows at non-decreasing offsets out of a stream of 16 kHz chunks.
 
     Holds at most one window plus one chunk; samples past the end of the stream are zeros.
+    ``window_samples``: the window length (the model's audio front end's, at 16 kHz).
     """
 
-    def __init__(self, chunks: Iterable[np.ndarray]):
+    def __init__(self, chunks: Iterable[np.ndarray], window_samples: int = AUDIO_WINDOW_SAMPLES):
+        self.window_samples = window_samples
         self._chunks = iter(chunks)
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # stream index of self._buffer[0]
@@ -262,10 +267,10 @@ class _AudioWindows:
         self.end: int | None = None  # total samples in the stream, once known
 
     def window(self, start: int) -> tuple[np.ndarray, int]:
-        """(float32 [15600] samples from ``start``, number of them that are padding)."""
+        """(float32 [window_samples] from ``start``, number of them that are padding)."""
         if start < self._buffer_start:
             raise ValueError(f"audio windows must not go back ({start} < {self._buffer_start})")
-        stop = start + AUDIO_WINDOW_SAMPLES
+        stop = start + self.window_samples
         pieces = [self._buffer]
         available = self._buffer_start + len(self._buffer)
         while available < stop and not self._exhausted:
@@ -283,8 +288,8 @@ class _AudioWindows:
         self._buffer = buffer[drop:]
         self._buffer_start += drop
         offset = start - self._buffer_start
-        window = self._buffer[offset : offset + AUDIO_WINDOW_SAMPLES]
-        padding = AUDIO_WINDOW_SAMPLES - len(window)
+        window = self._buffer[offset : offset + self.window_samples]
+        padding = self.window_samples - len(window)
         if padding:
             window = np.concatenate([window, np.zeros(padding, np.float32)])
         return np.ascontiguousarray(window, dtype=np.float32), padding
@@ -394,6 +399,7 @@ def iter_clip_samples(
     fps: float = 1.0,
     duration: float | None = None,
     keep_period_frames: bool = False,
+    audio_window: int = AUDIO_WINDOW_SAMPLES,
 ) -> Iterator[Sample]:
     """Samples of a clip held in memory (time convention: module docstring).
 
@@ -407,6 +413,8 @@ def iter_clip_samples(
         fps: samples per second.
         duration: clip length in s; default the last frame time plus the median frame
             interval (1 / fps for a single frame).
+        audio_window: 16 kHz samples per sample's waveform (``Predictor.audio_window``:
+            what the model's audio front end needs; default the VGGish 15600).
 
     Yields:
         :class:`Sample` for k = 0 .. ceil(duration * fps) - 1.
@@ -439,7 +447,7 @@ def iter_clip_samples(
     mono = to_mono(waveform, torch.float64).numpy()
     if sample_rate != SAMPLE_RATE and len(mono):
         mono = resample(mono, sample_rate, SAMPLE_RATE)
-    audio = _AudioWindows([mono.astype(np.float32)])
+    audio = _AudioWindows([mono.astype(np.float32)], audio_window)
     timed = (TimedFrame(t, image) for t, image in zip(times_of_frames, images, strict=True))
     return _assemble_samples(
         timed,
@@ -451,7 +459,7 @@ def iter_clip_samples(
     )
 
 
-def _check_samples(samples: Sequence[Sample]) -> None:
+def _check_samples(samples: Sequence[Sample], window_samples: int = AUDIO_WINDOW_SAMPLES) -> None:
     """What :meth:`Predictor.prepare` needs: a non-empty sequence of :class:`Sample`."""
     if isinstance(samples, Sample):
         raise InputShapeError("prepare takes a sequence of samples", hint="pass [sample]")
@@ -472,9 +480,9 @@ def _check_samples(samples: Sequence[Sample]) -> None:
                 f"sample {sample.index}: frame must be uint8 [H, W, 3] RGB, got "
                 f"{frame.dtype} {list(frame.shape)}"
             )
-        if waveform.shape != (AUDIO_WINDOW_SAMPLES,):
+        if waveform.shape != (window_samples,):
             raise InputShapeError(
-                f"sample {sample.index}: waveform must hold {AUDIO_WINDOW_SAMPLES} samples "
+                f"sample {sample.index}: waveform must hold {window_samples} samples "
                 f"of 16 kHz mono, got shape {list(waveform.shape)}"
             )
 
@@ -504,6 +512,7 @@ def iter_video_samples(
     allow_silent: bool = False,
     keep_period_frames: bool = False,
     info: VideoInfo | None = None,
+    audio_window: int = AUDIO_WINDOW_SAMPLES,
 ) -> Iterator[Sample]:
     """Samples of a video file, streamed (time convention: module docstring).
 
@@ -518,6 +527,7 @@ def iter_video_samples(
             instead of :class:`~avsegformer.errors.NoAudioStreamError`.
         keep_period_frames: attach every source frame of each period (for overlays).
         info: the file's :func:`~avsegformer.data.video.probe_video` result, if known.
+        audio_window: as for :func:`iter_clip_samples`.
 
     Raises:
         the errors of :func:`~avsegformer.data.video.probe_video` (missing, not a video,
@@ -530,7 +540,7 @@ def iter_video_samples(
     chunks = iter_audio(
         path, SAMPLE_RATE, mono=True, chunk_seconds=_AUDIO_CHUNK_SECONDS, allow_silent=allow_silent
     )
-    audio = _AudioWindows(chunks)
+    audio = _AudioWindows(chunks, audio_window)
     try:
         if keep_period_frames:
             frames: Iterable[TimedFrame] = iter_all_frames(path)
@@ -593,6 +603,8 @@ class Predictor:
 
     Attributes:
         binary: True for one-channel (S4/MS3) models, False for semantic (AVSS) ones.
+        audio_front_end: what the model's audio encoder takes (``model.audio_front_end``).
+        audio_window: 16 kHz samples of sound behind one model input (VGGish: 15600).
         class_names: names by class id (binary: "background", "sounding").
         times: :class:`StageTimes` accumulated over all calls.
     """
@@ -627,6 +639,8 @@ class Predictor:
         if dtype == torch.float16 and self.device.type != "cuda":
             raise ConfigError("float16 autocast needs a CUDA device; use bfloat16 or float32")
         self.model = model.to(self.device).eval()
+        self.audio_front_end = audio_front_end(model)
+        self.audio_window = round(self.audio_front_end.window_seconds * SAMPLE_RATE)
         if optimize:
             from .modeling.optimize import optimize as optimize_model
 
@@ -726,16 +740,19 @@ class Predictor:
 
         Returns:
             frames: float32 [N, 3, S, S] (S = ``img_size``), ImageNet-normalised RGB.
-            audio: float32 [N, 1, 96, 64] VGGish log-mel examples (axis 2: 10-ms frames of
-                the window, in order; axis 3: mel bands, low to high; silence = -4.605).
+            audio: ``[N, *audio_front_end.example_shape]`` examples made by the model's
+                front end; VGGish: float32 [N, 1, 96, 64] log-mel examples (axis 2: 10-ms
+                frames of the window, in order; axis 3: mel bands, low to high; silence =
+                -4.605).
         """
-        _check_samples(samples)
+        _check_samples(samples, self.audio_window)
         images = [
             np.asarray(self.geometry.apply(Image.fromarray(s.frame), is_mask=False))
             for s in samples
         ]
         frames = frames_to_tensor(images)
-        audio = torch.cat([_waveform_to_examples(s.waveform, SAMPLE_RATE) for s in samples])
+        front_end = self.audio_front_end
+        audio = torch.cat([front_end.from_waveform(s.waveform, SAMPLE_RATE) for s in samples])
         return frames.to(self.device), audio.to(self.device)
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
@@ -760,7 +777,9 @@ class Predictor:
             # NaN / inf, once, where its input checks run (eagerly or before a graph replay).
             # Any parameter: its dtype and device are what the inputs must match.
             weight = next(iter(self.model.parameters()), None)
-            check_model_inputs(frames, audio, weight=weight, finite=False)
+            check_model_inputs(
+                frames, audio, weight=weight, finite=False, front_end=self.audio_front_end
+            )
             logits = self.model(frames, audio).logits
         return logits.float()
 
@@ -881,7 +900,14 @@ class Predictor:
         Returns:
             One :class:`FramePrediction` per sample (masks at H x W).
         """
-        samples = iter_clip_samples(frames, waveform, sample_rate, frame_times=frame_times, fps=fps)
+        samples = iter_clip_samples(
+            frames,
+            waveform,
+            sample_rate,
+            frame_times=frame_times,
+            fps=fps,
+            audio_window=self.audio_window,
+        )
         return [p for _, p in self.predict_samples(samples, return_frames=return_frames)]
 
     def predict_video(
@@ -899,5 +925,7 @@ class Predictor:
         are raised by this call, before anything is yielded, when they can be seen up
         front; damage found later is raised after the samples before it.
         """
-        samples = iter_video_samples(path, fps=fps, allow_silent=allow_silent)
+        samples = iter_video_samples(
+            path, fps=fps, allow_silent=allow_silent, audio_window=self.audio_window
+        )
         return (p for _, p in self.predict_samples(samples, return_frames=return_frames))

@@ -412,7 +412,12 @@ def process_video_result(
         write_summary()
         last_summary = time.perf_counter()
         samples = iter_video_samples(
-            path, fps=fps, allow_silent=allow_silent, keep_period_frames=overlay, info=info
+            path,
+            fps=fps,
+            allow_silent=allow_silent,
+            keep_period_frames=overlay,
+            info=info,
+            audio_window=predictor.audio_window,
         )
         size = info.display_size
         if overlay:

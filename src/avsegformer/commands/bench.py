@@ -598,7 +598,7 @@ def _forward(spec: dict[str, Any]) -> dict[str, Any]:
     rss_after_build = _rss_mb()
     g = torch.Generator().manual_seed(0)
     images = torch.randn(frames, 3, size, size, generator=g).to(device)
-    audio = torch.randn(frames, 1, 96, 64, generator=g).to(device)
+    audio = torch.randn(frames, *model.audio_front_end.example_shape, generator=g).to(device)
 
     def forward() -> None:
         with (
@@ -646,7 +646,7 @@ def _train_step(spec: dict[str, Any]) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device_type == "cuda")
     g = torch.Generator().manual_seed(0)
     images = torch.randn(frames, 3, size, size, generator=g).to(device)
-    audio = torch.randn(frames, 1, 96, 64, generator=g).to(device)
+    audio = torch.randn(frames, *model.audio_front_end.example_shape, generator=g).to(device)
     target = (torch.rand(frames, 1, size, size, generator=g) > 0.7).float().to(device)
 
     def step() -> None:
@@ -692,7 +692,7 @@ def count_flops(name: str, frames: int, size: int, train: bool = False) -> dict[
     for mode in ("folded", "reference"):
         model = build_model(name, device="meta", mlp_mode=mode).eval().requires_grad_(False)
         images = torch.empty(frames, 3, size, size, device="meta")
-        audio = torch.empty(frames, 1, 96, 64, device="meta")
+        audio = torch.empty(frames, *model.audio_front_end.example_shape, device="meta")
         with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
             model(images, audio)
         counts[mode] = counter.get_total_flops()
@@ -731,7 +731,7 @@ def _count_training_flops(name: str, frames: int, size: int) -> dict[str, float]
     overrides = {"model.keep_unused_modules": False}
     model = build_model(name, device="meta", overrides=overrides).train()
     images = torch.empty(frames, 3, size, size, device="meta")
-    audio = torch.empty(frames, 1, 96, 64, device="meta")
+    audio = torch.empty(frames, *model.audio_front_end.example_shape, device="meta")
     target = torch.empty(frames, 1, size, size, device="meta")
     with FlopCounterMode(display=False) as counter:
         out = model(images, audio)

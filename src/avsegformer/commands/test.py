@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             resolve_precision(device, args.precision),
             cuda_graphs=device.type == "cuda" and not args.no_cuda_graphs,
         )
-        options = {"img_size": config.data.img_size}
+        # The model's audio front end converts the dataset's audio files.
+        options = {"img_size": config.data.img_size, "audio_front_end": model.audio_front_end}
         if args.audio_policy:
             options["audio_policy"] = args.audio_policy
         dataset = build_dataset(config.task, args.data_root, args.split, **options)

@@ -25,6 +25,7 @@ from ..audio import (
 )
 from ..errors import AudioError, EmptyAudioFileError, MissingFileError, NonFiniteDataError
 from ..finite import require_finite
+from ..modeling.audio_frontend import AudioFrontEnd
 
 __all__ = ["read_audio", "wav_to_examples"]
 
@@ -59,6 +60,27 @@ def wav_to_examples(
     if num_examples is not None:
         examples = fit_examples(examples, num_examples, policy, source=path)
     return examples
+
+
+def examples_from_file(
+    front_end: AudioFrontEnd,
+    path: str | Path,
+    *,
+    num_examples: int | None = None,
+    policy: ClipPolicy = "silence",
+) -> torch.Tensor:
+    """``front_end``'s examples ``[N, *example_shape]`` of an audio file.
+
+    The file is read as int16 like the reference (``read_audio(path, "int16")``) and
+    given to :meth:`AudioFrontEnd.from_waveform`, which fits the count to
+    ``num_examples`` (its own silence pads). For VGGish log-mels this is
+    :func:`wav_to_examples`. Errors name ``path``.
+    """
+    samples, rate = read_audio(path, sample_format="int16")
+    try:
+        return front_end.from_waveform(samples, rate, num_examples=num_examples, policy=policy)
+    except AudioError as exc:
+        raise AudioError(f"{path}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- reading

@@ -68,7 +68,8 @@ from ..errors import (
     NoAudioStreamError,
     VideoError,
 )
-from .audio_files import read_audio, wav_to_examples
+from ..modeling.audio_frontend import VGGISH_LOG_MEL, AudioFrontEnd
+from .audio_files import examples_from_file, read_audio
 from .classes import AVSS_CLASSES, NUM_AVSS_CLASSES
 from .images import (
     BinaryMaskRule,
@@ -484,17 +485,23 @@ class VideoFiles:
 
 
 # ----------------------------------------------------------------------------- audio
-def read_wav_examples(path: Path, num_examples: int, policy: ClipPolicy) -> torch.Tensor:
-    """Log-mel examples ``[num_examples, 1, 96, 64]`` of a dataset audio file.
+def read_wav_examples(
+    path: Path,
+    num_examples: int,
+    policy: ClipPolicy,
+    front_end: AudioFrontEnd = VGGISH_LOG_MEL,
+) -> torch.Tensor:
+    """The model's audio examples ``[num_examples, *front_end.example_shape]`` of a
+    dataset audio file (VGGish log-mel: ``[num_examples, 1, 96, 64]``).
 
-    :func:`avsegformer.data.audio_files.wav_to_examples`, with every failure raised as a
+    :func:`avsegformer.data.audio_files.examples_from_file`, with every failure raised as a
     :class:`DataError` naming ``path`` (what a training run can skip as one bad clip):
     :class:`AudioFileError` for audio that is not decodable or does not fit the clip,
     and ``read_audio``'s own :class:`MissingFileError`, ``EmptyAudioFileError`` and
     ``NonFiniteDataError``.
     """
     with _audio_file_errors(path):
-        return wav_to_examples(path, num_examples=num_examples, policy=policy)
+        return examples_from_file(front_end, path, num_examples=num_examples, policy=policy)
 
 
 def check_audio_file(path: Path) -> None:
@@ -541,6 +548,7 @@ class AVSBenchDataset(Dataset):
         img_size: int,
         audio_policy: ClipPolicy,
         entries: Sequence[VideoEntry] | None = None,
+        audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
     ) -> None:
         self.split = _check_split(split)
         if audio_policy not in CLIP_POLICIES:
@@ -548,6 +556,8 @@ class AVSBenchDataset(Dataset):
                 f"unknown audio_policy {audio_policy!r}; use one of {', '.join(CLIP_POLICIES)}"
             )
         self.audio_policy = audio_policy
+        #: What the model's audio encoder takes: audio files are converted with it.
+        self.audio_front_end = audio_front_end
         self.root = resolve_root(self.task, root)
         self.img_size = int(img_size)
         if self.img_size < 1:
@@ -581,6 +591,10 @@ class AVSBenchDataset(Dataset):
 
     def __getitem__(self, index: int) -> AVSample:
         raise NotImplementedError
+
+    def _read_wav(self, path: Path, num_examples: int) -> torch.Tensor:
+        """The audio examples of a WAV file, made by this dataset's front end."""
+        return read_wav_examples(path, num_examples, self.audio_policy, self.audio_front_end)
 
     def load_audio(self, index: int) -> torch.Tensor:
         """Only the audio of clip ``index``: float32 ``[T, 1, 96, 64]`` (no frame decoding)."""
@@ -620,11 +634,25 @@ class _BinaryMaskDataset(AVSBenchDataset):
         strict_masks: bool = False,
         skip_unlabelled_frames: bool = False,
         entries: Sequence[VideoEntry] | None = None,
+        audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
     ) -> None:
-        super().__init__(root, split, img_size=img_size, audio_policy=audio_policy, entries=entries)
+        super().__init__(
+            root,
+            split,
+            img_size=img_size,
+            audio_policy=audio_policy,
+            entries=entries,
+            audio_front_end=audio_front_end,
+        )
         self.skip_unlabelled_frames = skip_unlabelled_frames
         if audio_source not in ("auto", "pkl", "wav"):
             raise DataError(f"audio_source must be auto, pkl or wav, got {audio_source!r}")
+        if audio_source == "pkl" and audio_front_end != VGGISH_LOG_MEL:
+            raise DataError(
+                f"audio_source 'pkl' holds VGGish log-mel examples, but the audio encoder "
+                f"takes {audio_front_end.name} ({audio_front_end.description}); "
+                "use audio_source='wav'"
+            )
         self.audio_source = audio_source
         self.strict_masks = strict_masks
         self.geometry = Geometry("resize", self.img_size)
@@ -710,16 +738,19 @@ class _BinaryMaskDataset(AVSBenchDataset):
 
     def _load_audio(self, files: VideoFiles) -> tuple[torch.Tensor, Path]:
         assert files.log_mel is not None and files.wav is not None
+        # The .pkl files hold VGGish log-mels: another front end computes from the WAV.
+        pkl_fits = self.audio_front_end == VGGISH_LOG_MEL
         use_pkl = self.audio_source == "pkl" or (
-            self.audio_source == "auto" and files.log_mel.is_file()
+            self.audio_source == "auto" and pkl_fits and files.log_mel.is_file()
         )
         if use_pkl:
-            return load_logmel_pkl(files.log_mel, (files.num_frames, 1, 96, 64)), files.log_mel
+            expected = (files.num_frames, *self.audio_front_end.example_shape)
+            return load_logmel_pkl(files.log_mel, expected), files.log_mel
         if self.audio_source == "auto" and not files.wav.is_file():
             raise MissingFileError(
                 f"no audio for this clip: neither {files.log_mel} nor {files.wav} exists"
             )
-        return read_wav_examples(files.wav, files.num_frames, self.audio_policy), files.wav
+        return self._read_wav(files.wav, files.num_frames), files.wav
 
 
 class S4Dataset(_BinaryMaskDataset):
@@ -731,7 +762,9 @@ class S4Dataset(_BinaryMaskDataset):
     not pure black/white instead of decoding them like PIL's ``convert('1')``),
     ``skip_unlabelled_frames`` (frames without a mask are left as zeros, not decoded:
     for training on labelled frames only), ``entries`` (the clips to read, e.g. from
-    :func:`parse_metadata_file`; default: the metadata file's rows of ``split``).
+    :func:`parse_metadata_file`; default: the metadata file's rows of ``split``),
+    ``audio_front_end`` (what the model's audio encoder takes, e.g.
+    ``audio_front_end(config)``; default VGGish log-mels; another front end reads the WAVs).
     The train split has only the first frame annotated: masks 2-5 are zero and
     ``gt_flags`` is ``[1, 0, 0, 0, 0]``.
     """
@@ -806,7 +839,8 @@ class AVSSDataset(AVSBenchDataset):
     seconds, as the published numbers used; ``"silence"`` is correct for new work),
     ``gt_flag_rule`` (``"official"``: v1s has only the first frame flagged even in
     val/test; ``"annotated"``: every frame with a mask file), ``subsets`` (any of v1s,
-    v1m, v2; default all), ``strict_masks``, ``entries`` (as :class:`S4Dataset`).
+    v1m, v2; default all), ``strict_masks``, ``entries``, ``audio_front_end`` (as
+    :class:`S4Dataset`).
     """
 
     task = "avss"
@@ -822,8 +856,16 @@ class AVSSDataset(AVSBenchDataset):
         subsets: Sequence[str] | None = None,
         strict_masks: bool = False,
         entries: Sequence[VideoEntry] | None = None,
+        audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
     ) -> None:
-        super().__init__(root, split, img_size=img_size, audio_policy=audio_policy, entries=entries)
+        super().__init__(
+            root,
+            split,
+            img_size=img_size,
+            audio_policy=audio_policy,
+            entries=entries,
+            audio_front_end=audio_front_end,
+        )
         if gt_flag_rule not in ("official", "annotated"):
             raise DataError(f"gt_flag_rule must be official or annotated, got {gt_flag_rule!r}")
         self.subsets = tuple(subsets) if subsets is not None else AVSS_SUBSETS
@@ -912,7 +954,7 @@ class AVSSDataset(AVSBenchDataset):
 
     def _load_audio(self, files: VideoFiles) -> tuple[torch.Tensor, Path]:
         assert files.wav is not None
-        return read_wav_examples(files.wav, files.num_frames, self.audio_policy), files.wav
+        return self._read_wav(files.wav, files.num_frames), files.wav
 
     def _check_mask(self, path: Path, decoded: MaskDecoding) -> None:
         if decoded.irregular_pixels and self.strict_masks:

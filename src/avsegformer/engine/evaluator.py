@@ -12,7 +12,8 @@ video and the metrics gather per-frame records before computing.
 
 ``audio_mode`` measures how much a model relies on its audio: ``"matched"`` (normal),
 ``"zero"`` (digital silence), ``"noise"`` (white noise) or ``"shuffled"`` (the audio of
-another clip of the split, a fixed derangement so no clip keeps its own).
+another clip of the split, a fixed derangement so no clip keeps its own). Silence and
+noise are made by the model's audio front end (``model.audio_front_end``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..audio import SAMPLE_RATE, SILENCE_LOG_MEL, waveform_to_examples
 from ..data.avsbench import AVBatch, AVSample, collate
 from ..data.classes import AVSS_CLASSES
 from ..errors import ConfigError, NonFiniteError
+from ..modeling.audio_encoders import audio_front_end
+from ..modeling.audio_frontend import VGGISH_LOG_MEL, AudioFrontEnd
 from ..progress import track
 from . import dist
 from .loading import BadClipPolicy, GuardedDataset, guarded_collate, merge_skipped, video_id_of
@@ -114,14 +116,25 @@ class AudioSubstitution(Dataset):
     """Wraps a dataset and replaces each clip's audio according to ``mode``.
 
     Items become ``(index, sample)`` so that evaluation knows each clip's dataset position.
+    ``front_end``: makes the silence and noise examples (default: the dataset's
+    ``audio_front_end``, else VGGish log-mels).
     """
 
-    def __init__(self, dataset: Dataset, mode: AudioMode = "matched", seed: int = 0):
+    def __init__(
+        self,
+        dataset: Dataset,
+        mode: AudioMode = "matched",
+        seed: int = 0,
+        front_end: AudioFrontEnd | None = None,
+    ):
         if mode not in AUDIO_MODES:
             raise ConfigError(f"unknown audio mode {mode!r}; expected {', '.join(AUDIO_MODES)}")
         self.dataset = dataset
         self.mode = mode
         self.seed = seed
+        if front_end is None:
+            front_end = getattr(dataset, "audio_front_end", VGGISH_LOG_MEL)
+        self.front_end: AudioFrontEnd = front_end
         self.donor = derangement(len(dataset), seed) if mode == "shuffled" else None  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -130,9 +143,11 @@ class AudioSubstitution(Dataset):
     def __getitem__(self, index: int) -> tuple[int, AVSample]:
         sample: AVSample = self.dataset[index]
         if self.mode == "zero":
-            sample.audio = torch.full_like(sample.audio, SILENCE_LOG_MEL)
+            sample.audio = self.front_end.silence_like(sample.audio)
         elif self.mode == "noise":
-            sample.audio = noise_log_mel(sample.audio.shape[0], seed=self.seed * 100003 + index)
+            sample.audio = noise_examples(
+                sample.audio.shape[0], seed=self.seed * 100003 + index, front_end=self.front_end
+            )
         elif self.mode == "shuffled":
             assert self.donor is not None
             sample.audio = load_clip_audio(self.dataset, int(self.donor[index]))
@@ -160,12 +175,24 @@ def load_clip_audio(dataset: Dataset, index: int) -> torch.Tensor:
     return dataset[index].audio
 
 
-def noise_log_mel(num_examples: int, seed: int, rms: float = 0.05) -> torch.Tensor:
-    """Log-mel examples ``[num_examples, 1, 96, 64]`` of seeded white noise at ``rms``."""
-    samples = int(round((0.96 * num_examples + 0.015) * SAMPLE_RATE)) + 1
+def noise_examples(
+    num_examples: int, seed: int, rms: float = 0.05, front_end: AudioFrontEnd = VGGISH_LOG_MEL
+) -> torch.Tensor:
+    """Examples ``[num_examples, *front_end.example_shape]`` of seeded white noise at ``rms``
+    (VGGish: log-mel examples ``[num_examples, 1, 96, 64]``)."""
+    # One whole window per example (+1) is enough for any front end; a generator's first
+    # values do not depend on how many are drawn, so VGGish examples are the same as
+    # from the shortest waveform that holds them.
+    samples = num_examples * front_end.window_samples + 1
     rng = np.random.default_rng(seed)
     waveform = (rms * rng.standard_normal(samples)).astype(np.float32)
-    return waveform_to_examples(waveform, SAMPLE_RATE)[:num_examples]
+    return front_end.from_waveform(
+        waveform, front_end.sample_rate, num_examples=num_examples, policy="silence"
+    )
+
+
+#: The former name of :func:`noise_examples` (VGGish log-mel examples by default).
+noise_log_mel = noise_examples
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -226,14 +253,17 @@ def iterate_batches(
     seed: int = 0,
     num_workers: int = 0,
     bad_clips: BadClipPolicy | None = None,
+    front_end: AudioFrontEnd | None = None,
 ) -> Iterator[tuple[torch.Tensor, AVBatch]]:
     """This process's share of ``dataset`` in order, as ``(dataset indices, batch)``.
 
     A clip that fails to load raises its own one-line error (also from worker
     processes), or is left out and recorded by ``bad_clips`` when it skips.
+    ``front_end``: the model's, for the ``"zero"`` and ``"noise"`` audio modes.
     """
     policy = bad_clips if bad_clips is not None else BadClipPolicy(skip=False)
-    wrapped = GuardedDataset(AudioSubstitution(dataset, audio_mode, seed), video_id_of(dataset))
+    substituted = AudioSubstitution(dataset, audio_mode, seed, front_end)
+    wrapped = GuardedDataset(substituted, video_id_of(dataset))
     shard = shard_indices(len(wrapped), dist.get_rank(), dist.get_world_size())
     loader = DataLoader(
         torch.utils.data.Subset(wrapped, shard),
@@ -313,6 +343,7 @@ def evaluate(
         seed=seed,
         num_workers=num_workers,
         bad_clips=bad_clips,
+        front_end=audio_front_end(model),
     )
     total = math.ceil(
         len(shard_indices(len(dataset), dist.get_rank(), dist.get_world_size())) / batch_size

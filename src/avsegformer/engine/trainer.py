@@ -64,13 +64,13 @@ from ..data import build_dataset, collate
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputExistsError
 from ..fileio import atomic_write_text, check_writable, remove_path, sweep_stale_temporaries
 from ..finite import json_safe
+from ..modeling.audio_encoders import audio_front_end
 from ..modeling.build import build_model
 from ..modeling.optimize import optimize
 from ..progress import progress_bar
 from ..zoo import Config
 from . import dist
 from .evaluator import (
-    SILENCE_LOG_MEL,
     EvalResult,
     autocast_context,
     evaluate,
@@ -254,6 +254,8 @@ class Trainer:
         self.config = config
         cfg = config.train
         self.task = config.data.task
+        #: What the audio encoder takes: the datasets' audio and ``audio="zero"`` silence.
+        self.audio_front_end = audio_front_end(config)
         world = self.info.world_size
         if cfg.batch_size % world:
             raise ConfigError(
@@ -369,7 +371,10 @@ class Trainer:
         return optimize(model, self.device, dtype, for_training=True)
 
     def _dataset(self, split: str) -> Dataset:
-        options: dict[str, Any] = {"img_size": self.config.data.img_size}
+        options: dict[str, Any] = {
+            "img_size": self.config.data.img_size,
+            "audio_front_end": self.audio_front_end,
+        }
         if (
             split == "train"
             and self.task != "avss"
@@ -630,7 +635,7 @@ class Trainer:
         target = batch.masks.flatten(0, 1)
         flags = None if self.task == "ms3" else batch.gt_flags.flatten()
         if self.config.train.audio == "zero":
-            audio = torch.full_like(audio, SILENCE_LOG_MEL)
+            audio = self.audio_front_end.silence_like(audio)
         if self.config.train.train_frames == "labelled" and flags is not None:
             keep = flags > 0
             frames, audio, target, flags = frames[keep], audio[keep], target[keep], flags[keep]

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import InputShapeError
 from ..finite import require_finite
+from .audio_frontend import VGGISH_LOG_MEL, AudioFrontEnd
 from .head import AVSegHead
 from .precision import autocast_active, float32_island
 
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
 #: Frames must be a multiple of this in height and width (the coarsest level's stride).
 SIZE_DIVISOR = 32
-#: Shape of one VGGish log-mel example (time frames, mel bands).
-LOG_MEL_SHAPE = (96, 64)
+#: Shape of one VGGish log-mel example (time frames, mel bands); the model's audio input
+#: is whatever its encoder's front end declares (``AVSegFormer.audio_front_end``).
+LOG_MEL_SHAPE = VGGISH_LOG_MEL.example_shape[1:]
 
 
 class AVSegFormerOutput(NamedTuple):
@@ -86,6 +88,7 @@ def check_model_inputs(
     *,
     weight: torch.Tensor | None = None,
     finite: bool = True,
+    front_end: AudioFrontEnd = VGGISH_LOG_MEL,
 ) -> None:
     """The model's input checks, in one place (:meth:`AVSegFormer.forward`, the Predictor).
 
@@ -100,6 +103,8 @@ def check_model_inputs(
         weight: a parameter of the model: its dtype and device are the expected ones
             (``None``: float32, any device).
         finite: look for NaN and infinite values.
+        front_end: what the model's audio encoder takes (``model.audio_front_end``):
+            ``audio`` must be ``[N, *front_end.example_shape]``.
 
     Raises:
         InputShapeError: a non-tensor, a wrong shape, dtype or device (the message says
@@ -107,7 +112,7 @@ def check_model_inputs(
         NonFiniteError: NaN or infinite values, naming the argument.
     """
     _require_tensor(frames, "frames", "[N, 3, H, W]")
-    _require_tensor(audio, "audio", "[N, 1, 96, 64]")
+    _require_tensor(audio, "audio", front_end.input_layout)
     if temporal_mask is not None:
         _require_tensor(temporal_mask, "temporal_mask", "[N]")
     shape = list(frames.shape)
@@ -133,22 +138,23 @@ def check_model_inputs(
         )
     _require_dtype(frames, "frames", weight, "RGB normalised with the ImageNet mean/std")
     _require_device(frames, "frames", weight)
-    expected_audio = (count, 1, *LOG_MEL_SHAPE)
+    example_shape = front_end.example_shape
+    expected_audio = (count, *example_shape)
     if tuple(audio.shape) != expected_audio:
         hint = None
-        if audio.dim() == 4 and tuple(audio.shape[1:]) == expected_audio[1:]:
+        if front_end.matches(audio):
             raise InputShapeError(
                 f"frames and audio disagree: {count} frame(s) but {audio.shape[0]} audio "
-                "example(s); the model takes one log-mel example per frame"
+                f"example(s); the model takes one of its {front_end.description} per frame"
             )
-        if audio.dim() == 3 and tuple(audio.shape[1:]) == LOG_MEL_SHAPE:
+        if example_shape[:1] == (1,) and tuple(audio.shape[1:]) == example_shape[1:]:
             hint = "add the channel axis: audio[:, None]"
         raise InputShapeError(
-            f"audio must be log-mel examples {list(expected_audio)} (one per frame), "
+            f"audio must be {front_end.description} {list(expected_audio)} (one per frame), "
             f"got {list(audio.shape)}",
             hint=hint,
         )
-    _require_dtype(audio, "audio", weight, "VGGish log-mel examples")
+    _require_dtype(audio, "audio", weight, front_end.description)
     _require_device(audio, "audio", weight)
     if temporal_mask is not None:
         if temporal_mask.numel() != count:
@@ -182,12 +188,16 @@ class AVSegFormer(nn.Module):
 
     Args:
         backbone: module mapping ``[N, 3, H, W]`` to four levels (strides 4..32).
-        audio_encoder: module mapping ``[N, 1, 96, 64]`` log-mels to ``[N, audio_dim]``.
+        audio_encoder: module mapping ``[N, *audio_front_end.example_shape]`` (VGGish
+            log-mels: ``[N, 1, 96, 64]``) to ``[N, audio_dim]``.
         head: the :class:`AVSegHead`.
         audio_dim: width of the audio embeddings.
         embed_dim: model width (``audio_proj`` output).
         freeze_audio: keep the audio encoder fixed: no gradients, run under
             ``torch.no_grad()``, and kept in eval mode by :meth:`train`.
+        audio_front_end: what ``audio_encoder`` takes (attribute of the same name;
+            :mod:`.audio_frontend`); the input check and everyone making audio inputs
+            for this model ask it. Default: VGGish log-mel examples.
         float32_backbone: under autocast, keep the whole visual backbone in float32
             (attribute of the same name; off by default). ``build_model`` keeps only
             ResNet-50's stem and first stage in float32 instead, which is enough for
@@ -210,8 +220,11 @@ class AVSegFormer(nn.Module):
         freeze_audio: bool = True,
         float32_backbone: bool = False,
         check_inputs: bool = True,
+        audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
     ) -> None:
         super().__init__()
+        #: What the audio encoder takes (shape, silence, waveform -> examples).
+        self.audio_front_end = audio_front_end
         self.backbone = backbone
         self.vggish = audio_encoder
         self.head = head
@@ -266,6 +279,7 @@ class AVSegFormer(nn.Module):
             temporal_mask,
             weight=self.audio_proj.weight,
             finite=self.check_inputs if finite is None else finite,
+            front_end=self.audio_front_end,
         )
 
     def forward(
@@ -280,8 +294,10 @@ class AVSegFormer(nn.Module):
             frames: float ``[N, 3, H, W]``, RGB normalised with the ImageNet mean/std;
                 ``H`` and ``W`` any multiples of 32 (not necessarily equal); the
                 weights' dtype (float32), or under autocast also its dtype.
-            audio: float32 ``[N, 1, 96, 64]`` VGGish log-mel examples, one per frame
-                (dtype rule as for ``frames``), on the model's device like ``frames``.
+            audio: float32 ``[N, *audio_front_end.example_shape]``, one example per
+                frame (VGGish log-mel examples ``[N, 1, 96, 64]`` for the built-in
+                encoders; dtype rule as for ``frames``), on the model's device like
+                ``frames``.
             temporal_mask: optional ``[N]`` (float or bool) 1 for real frames, 0 for
                 padding (AVSS clips shorter than 10 s). It multiplies the backbone
                 features, the logits and the mask feature, as the authors' model does.

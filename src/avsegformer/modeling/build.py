@@ -16,6 +16,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..zoo import Config, DataConfig, ModelConfig, TrainConfig, get_config
+from .audio_encoders import (
+    build_audio_encoder as build_audio_encoder,  # re-exported: its former home
+)
+from .audio_encoders import get_audio_encoder
 from .avsegformer import AVSegFormer
 from .backbones.pvt_v2 import pvt_v2_b5
 from .backbones.resnet import resnet50_two_branch, resnet_basic
@@ -23,12 +27,10 @@ from .head import AVSegHead, MaskMLPMode
 from .mixer import CrossModalMixer
 from .query_generator import AudioQueryGenerator
 from .transformer import build_transformer
-from .vggish import AudioCNN, VGGish
 
 logger = logging.getLogger(__name__)
 
 BACKBONES = ("res50", "pvt_v2_b5", "resnet_basic")
-AUDIO_ENCODERS = ("vggish", "audio_cnn")
 
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
@@ -59,21 +61,6 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
             f"{tuple(cfg.in_channels)}; set model.in_channels={','.join(map(str, produced))}"
         )
     return backbone
-
-
-def build_audio_encoder(cfg: ModelConfig) -> nn.Module:
-    """The audio encoder named by ``cfg.audio_encoder`` (output width ``cfg.audio_dim``)."""
-    if cfg.audio_encoder == "vggish":
-        if cfg.audio_dim != VGGish.out_dim:
-            raise ConfigError(f"VGGish embeddings have 128 values; audio_dim is {cfg.audio_dim}")
-        return VGGish()
-    if cfg.audio_encoder == "audio_cnn":
-        if not cfg.audio_widths:
-            raise ConfigError("audio_encoder 'audio_cnn' needs audio_widths (e.g. 16,32,64,128)")
-        return AudioCNN(cfg.audio_widths, cfg.audio_dim)
-    raise ConfigError(
-        f"unknown audio_encoder {cfg.audio_encoder!r}; known: {', '.join(AUDIO_ENCODERS)}"
-    )
 
 
 def build_head(cfg: ModelConfig, mlp_mode: MaskMLPMode = "folded") -> AVSegHead:
@@ -182,14 +169,16 @@ def build_model(
     cfg = config.model
     if cfg.num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {cfg.num_classes}")
+    audio = get_audio_encoder(cfg.audio_encoder)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = AVSegFormer(
             build_backbone(cfg),
-            build_audio_encoder(cfg),
+            audio.build(cfg),
             build_head(cfg, mlp_mode),
             audio_dim=cfg.audio_dim,
             embed_dim=cfg.embed_dim,
             freeze_audio=cfg.freeze_audio,
+            audio_front_end=audio.front_end,
         )
     model.config = config
     if not (pretrained or pretrained_backbone or pretrained_audio):

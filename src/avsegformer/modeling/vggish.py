@@ -1,7 +1,9 @@
 """Audio encoders: VGGish and a light trainable CNN, both on VGGish log-mel examples.
 
 Input of both: float32 ``[N, 1, 96, 64]`` log-mel examples (96 frames of 10 ms x 64 mel
-bands, ``log(mel + 0.01)``, no normalisation), one 0.96 s example per video frame.
+bands, ``log(mel + 0.01)``, no normalisation), one 0.96 s example per video frame: the
+front end :data:`~.audio_frontend.VGGISH_LOG_MEL`, with which both register here as
+``"vggish"`` and ``"audio_cnn"`` (:mod:`.audio_encoders`).
 
 # References: VGGish (Hershey et al., "CNN Architectures for Large-Scale Audio
 # Classification", arXiv 1609.09430), in the torchvggish port's layout.
@@ -10,11 +12,18 @@ bands, ``log(mel + 0.01)``, no normalisation), one 0.96 s example per video fram
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from .audio_encoders import register_audio_encoder
+from .audio_frontend import VGGISH_LOG_MEL
 from .precision import float32_island
+
+if TYPE_CHECKING:
+    from ..zoo import ModelConfig
 
 
 class MaxPool2x2(nn.Module):
@@ -31,9 +40,11 @@ class MaxPool2x2(nn.Module):
         return torch.maximum(top, bottom)
 
 
-def _check_examples(x: torch.Tensor, who: str) -> None:
+def _check_examples(x: torch.Tensor, who: str, num_bands: int = 64) -> None:
     if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"{who} expects log-mel examples [N, 1, 96, 64], got {list(x.shape)}")
+        raise ValueError(
+            f"{who} expects log-mel examples [N, 1, 96, {num_bands}], got {list(x.shape)}"
+        )
 
 
 class VGGish(nn.Module):
@@ -92,10 +103,14 @@ class AudioCNN(nn.Module):
     validation mIoU 0.59 against 0.77 with this layout, same 2000 steps at lr 1e-3).
     """
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), out_dim: int = 128) -> None:
+    def __init__(
+        self, widths: Sequence[int] = (16, 32, 64, 128), out_dim: int = 128, num_bands: int = 64
+    ) -> None:
         super().__init__()
-        if 64 % 2 ** len(widths):
-            raise ValueError(f"AudioCNN: {len(widths)} pooled stages do not divide 64 mel bands")
+        if num_bands % 2 ** len(widths):
+            raise ValueError(
+                f"AudioCNN: {len(widths)} pooled stages do not divide {num_bands} mel bands"
+            )
         layers: list[nn.Module] = []
         in_channels = 1
         for width in widths:
@@ -107,12 +122,29 @@ class AudioCNN(nn.Module):
             ]
             in_channels = width
         self.features = nn.Sequential(*layers)
-        self.frequency_positions = 64 // 2 ** len(widths)
+        self.num_bands = num_bands
+        self.frequency_positions = num_bands // 2 ** len(widths)
         self.embeddings = nn.Linear(in_channels * self.frequency_positions, out_dim)
         self.out_dim = out_dim
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
-        """``[N, 1, 96, 64]`` log-mel examples -> ``[N, out_dim]`` embeddings."""
-        _check_examples(examples, "AudioCNN")
-        features = self.features(examples)  # [N, C, 96 / 2^k, 64 / 2^k]
+        """``[N, 1, T, num_bands]`` log-mel examples (``[N, 1, 96, 64]``) -> ``[N, out_dim]``."""
+        _check_examples(examples, "AudioCNN", self.num_bands)
+        features = self.features(examples)  # [N, C, T / 2^k, num_bands / 2^k]
         return self.embeddings(features.mean(dim=2).flatten(1))
+
+
+@register_audio_encoder("vggish", VGGISH_LOG_MEL)
+def build_vggish(cfg: ModelConfig) -> VGGish:
+    """VGGish (128-value embeddings, so ``cfg.audio_dim`` must be 128)."""
+    if cfg.audio_dim != VGGish.out_dim:
+        raise ConfigError(f"VGGish embeddings have 128 values; audio_dim is {cfg.audio_dim}")
+    return VGGish()
+
+
+@register_audio_encoder("audio_cnn", VGGISH_LOG_MEL)
+def build_audio_cnn(cfg: ModelConfig) -> AudioCNN:
+    """The light :class:`AudioCNN`: ``cfg.audio_widths`` stages, ``cfg.audio_dim`` outputs."""
+    if not cfg.audio_widths:
+        raise ConfigError("audio_encoder 'audio_cnn' needs audio_widths (e.g. 16,32,64,128)")
+    return AudioCNN(cfg.audio_widths, cfg.audio_dim, num_bands=VGGISH_LOG_MEL.example_shape[-1])
