@@ -181,7 +181,8 @@ class AVSegFormer(nn.Module):
     whatever its kind), ``head.*``, ``audio_proj.*``.
 
     Args:
-        backbone: module mapping ``[N, 3, H, W]`` to four levels (strides 4..32).
+        backbone: module mapping ``[N, 3, H, W]`` to the feature levels its registration
+            declares (:mod:`.backbones.registry`; the built-in ones: four, strides 4..32).
         audio_encoder: module mapping ``[N, 1, 96, 64]`` log-mels to ``[N, audio_dim]``.
         head: the :class:`AVSegHead`.
         audio_dim: width of the audio embeddings.
