@@ -103,6 +103,10 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# The ModelConfig fields the backbone's channels (``in_channels``) follow from.
+_CHANNEL_SOURCES = frozenset({"backbone", "backbone_widths"})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an AVSegFormer network.
@@ -281,6 +285,12 @@ class Config:
         # keep the duplicated num_classes consistent.
         if "num_classes" in sections["model"] and "num_classes" not in sections["data"]:
             sections["data"]["num_classes"] = sections["model"]["num_classes"]
+        # Recorded channels describe the recorded backbone: another backbone (or other
+        # widths) without new in_channels takes the channels it declares.
+        model = sections["model"]
+        changed = any(model[k] != getattr(self.model, k) for k in _CHANNEL_SOURCES & model.keys())
+        if changed and "in_channels" not in model:
+            model["in_channels"] = ()
         return replace(
             self,
             model=replace(self.model, **sections["model"]),

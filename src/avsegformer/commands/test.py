@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..data import build_dataset
+    from ..data import PixelNorm, build_dataset
     from ..engine import dist
     from ..engine.evaluator import evaluate, resolve_precision
     from ..engine.loading import report_skipped
@@ -119,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
             resolve_precision(device, args.precision),
             cuda_graphs=device.type == "cuda" and not args.no_cuda_graphs,
         )
-        options = {"img_size": config.data.img_size}
+        options = {
+            "img_size": config.data.img_size,
+            "pixel_norm": PixelNorm.for_model(config.model),
+        }
         if args.audio_policy:
             options["audio_policy"] = args.audio_policy
         dataset = build_dataset(config.task, args.data_root, args.split, **options)

@@ -131,7 +131,7 @@ def check_model_inputs(
             f"frame size {height}x{width} is not a positive multiple of {SIZE_DIVISOR}; "
             "resize or pad the frames"
         )
-    _require_dtype(frames, "frames", weight, "RGB normalised with the ImageNet mean/std")
+    _require_dtype(frames, "frames", weight, "RGB normalised with the backbone's mean/std")
     _require_device(frames, "frames", weight)
     expected_audio = (count, 1, *LOG_MEL_SHAPE)
     if tuple(audio.shape) != expected_audio:
@@ -278,7 +278,8 @@ class AVSegFormer(nn.Module):
         """Segment the sounding objects of ``N`` frames.
 
         Args:
-            frames: float ``[N, 3, H, W]``, RGB normalised with the ImageNet mean/std;
+            frames: float ``[N, 3, H, W]``, RGB normalised with the mean/std its backbone
+                declares (ImageNet's for the built-in ones);
                 ``H`` and ``W`` any multiples of 32 (not necessarily equal); the
                 weights' dtype (float32), or under autocast also its dtype.
             audio: float32 ``[N, 1, 96, 64]`` VGGish log-mel examples, one per frame
