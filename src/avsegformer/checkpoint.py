@@ -52,6 +52,7 @@ from .errors import (
 from .fileio import atomic_path
 from .finite import non_finite_count
 from .modeling.backbones.registry import BackboneSpec, registered_backbones
+from .modeling.build import build_model
 from .zoo import Config, ModelConfig, get_config, list_models
 
 logger = logging.getLogger(__name__)
@@ -262,8 +263,6 @@ def check_recorded_config(path: str | os.PathLike[str], config: Config, shapes: 
         CheckpointError: the configuration cannot be built.
         CheckpointMismatchError: keys or shapes differ (the message names them).
     """
-    from .modeling.build import build_model
-
     path = Path(path)
     try:
         meta_model = build_model(config, device="meta")
@@ -415,8 +414,6 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 
 def _suggest_configs(state: Mapping[str, torch.Tensor]) -> list[str]:
     """Registered configurations whose state-dict shapes match ``state``."""
-    from .modeling.build import build_model
-
     own = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
     matches = []
     for name in list_models():
@@ -773,8 +770,6 @@ def build_model_from_checkpoint(
         CheckpointMismatchError: the weights do not fit the configuration.
         NonFiniteCheckpointError: the file holds NaN or infinite values.
     """
-    from .modeling.build import build_model
-
     path = Path(path)
     contents = read_checkpoint(path)
     if name is not None:

@@ -1,14 +1,14 @@
-"""Builders: a registered name or a configuration -> an :class:`AVSegFormer`.
+"""Builders: a registered name or a configuration -> an :class:`AVSegFormer` network.
 
 Each part has a plain builder function taking a :class:`~avsegformer.zoo.ModelConfig`;
-:func:`build_model` assembles them.
+:func:`build_model` assembles them. No file I/O here: :mod:`avsegformer.pretrained`
+adds the weights (``avsegformer.build_model(name, pretrained=True)``), and
+:mod:`avsegformer.checkpoint` builds on this module (never the reverse).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from typing import Any
 
 import torch
@@ -23,8 +23,6 @@ from .mixer import CrossModalMixer
 from .query_generator import AudioQueryGenerator
 from .transformer import build_transformer
 from .vggish import AudioCNN, VGGish
-
-logger = logging.getLogger(__name__)
 
 AUDIO_ENCODERS = ("vggish", "audio_cnn")
 
@@ -107,7 +105,8 @@ def build_head(cfg: ModelConfig, mlp_mode: MaskMLPMode = "folded") -> AVSegHead:
     if cfg.num_levels != len(in_channels) - 1:
         raise ConfigError(
             f"num_levels {cfg.num_levels} must be the number of encoder levels "
-            f"(backbone {cfg.backbone!r} levels 1..{len(in_channels) - 1})"
+            f"(backbone {cfg.backbone!r} levels 1..{len(in_channels) - 1}); set "
+            f"model.num_levels={len(in_channels) - 1}"
         )
     if len(cfg.mask_head_widths) != 2:
         raise ConfigError(f"mask_head_widths needs 2 values, got {cfg.mask_head_widths}")
@@ -169,25 +168,18 @@ def resolve_config(
 def build_model(
     name_or_config: str | Config | ModelConfig,
     *,
-    pretrained: bool | str | os.PathLike[str] = False,
-    pretrained_backbone: str | os.PathLike[str] | None = None,
-    pretrained_audio: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
     device: torch.device | str | None = None,
     mlp_mode: MaskMLPMode = "folded",
 ) -> AVSegFormer:
-    """Build an AVSegFormer (randomly initialised unless ``pretrained``; train mode).
+    """Build an AVSegFormer network, randomly initialised (train mode; no file I/O).
+
+    :func:`avsegformer.build_model` (:mod:`avsegformer.pretrained`) builds it with this
+    function and loads released or given weights into it.
 
     Args:
         name_or_config: a registered name (``avsegformer.list_models()``), a
             :class:`~avsegformer.zoo.Config` or a :class:`~avsegformer.zoo.ModelConfig`.
-        pretrained: ``True``: the configuration's released weights (downloaded into the
-            cache on first use and verified, see :mod:`avsegformer.hub`); a path: that
-            checkpoint. Loaded strictly.
-        pretrained_backbone: ImageNet weights for the visual backbone:
-            ``resnet50-19c8e357.pth`` (torchvision names) or ``pvt_v2_b5.pth``, or the
-            registered names ``"resnet50"`` / ``"pvt_v2_b5"`` (fetched into the cache).
-        pretrained_audio: VGGish weights (``vggish-10086976.pth``, or ``"vggish"``).
         overrides: configuration overrides (``{"model.query_num": 100}`` or
             ``["query_num=100"]``).
         device: where to create the parameters; ``"meta"`` builds without memory
@@ -213,19 +205,6 @@ def build_model(
             freeze_audio=cfg.freeze_audio,
         )
     model.config = config
-    if not (pretrained or pretrained_backbone or pretrained_audio):
-        return model
-    # Lazy: the file formats live in avsegformer.checkpoint, which imports this module;
-    # avsegformer.hub turns registered names into verified files in the cache.
-    from ..checkpoint import load_checkpoint
-    from ..hub import pretrained_file, resolve
-
-    for spec, target in ((pretrained_backbone, "backbone"), (pretrained_audio, "vggish")):
-        if spec is not None:
-            logger.info("%s", load_checkpoint(model, resolve(spec), expect_target=target))
-    if pretrained:
-        path = pretrained_file(name_or_config, pretrained)
-        logger.info("%s", load_checkpoint(model, path))
     return model
 
 
