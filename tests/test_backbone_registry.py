@@ -22,7 +22,13 @@ from avsegformer.checkpoint import load_checkpoint, read_checkpoint
 from avsegformer.data import PixelNorm
 from avsegformer.engine.trainer import Trainer, TrainOptions
 from avsegformer.errors import ConfigError
-from avsegformer.modeling.backbones.registry import get_backbone, list_backbones, register_backbone
+from avsegformer.modeling.backbones.registry import (
+    MappedWeights,
+    get_backbone,
+    list_backbones,
+    register_backbone,
+    unregister_backbone,
+)
 from avsegformer.modeling.build import build_backbone, build_model
 from avsegformer.predictor import Predictor, Sample
 from avsegformer.zoo import get_config
@@ -161,6 +167,41 @@ def test_recorded_channels_are_checked_and_an_empty_record_takes_the_backbones()
         build_model("tiny_s4", overrides=[*OVERRIDES, "in_channels=8,16,32"], device="meta")
     model = build_model("res50_s4", overrides=["in_channels="], device="meta")
     assert [proj[0].in_channels for proj in model.head.in_proj] == [256, 512, 1024, 2048]
+
+
+def test_a_backbones_key_filter_maps_its_own_weight_files(tmp_path: Path) -> None:
+    def is_pyramid_file(keys) -> bool:
+        return "pyramid.stem.weight" in keys
+
+    def strip_prefix(state, own_keys) -> MappedWeights:
+        mapped = {k.removeprefix("pyramid."): v for k, v in state.items()}
+        ignored = sorted(k for k in state if not k.startswith("pyramid."))
+        return MappedWeights({k: v for k, v in mapped.items() if k in own_keys}, ignored)
+
+    register_backbone(
+        "test_pyramid_files",
+        build=lambda cfg: TinyPyramid(),
+        channels=(8, 16, 24),
+        strides=(4, 8, 16),
+        checkpoint_filter=strip_prefix,
+        pretrained_layout="pyramid_file",
+        recognises=is_pyramid_file,
+    )
+    try:
+        torch.manual_seed(1)
+        source = TinyPyramid()
+        state = {f"pyramid.{k}": v for k, v in source.state_dict().items()}
+        state["classifier.weight"] = torch.randn(10, 24)
+        path = tmp_path / "pyramid.pth"
+        torch.save(state, path)
+        overrides = [*OVERRIDES, "backbone=test_pyramid_files"]
+        model = build_model("tiny_s4", overrides=overrides)
+        report = load_checkpoint(model, path, expect_target="backbone")
+        assert (report.layout, report.target, report.loaded) == ("pyramid_file", "backbone", 6)
+        assert report.ignored == ["classifier.weight"]
+        assert torch.equal(model.backbone.down2.weight, source.down2.weight)
+    finally:
+        unregister_backbone("test_pyramid_files")
 
 
 @pytest.mark.parametrize("name", list_backbones())

@@ -154,17 +154,19 @@ def register_backbone(
     redefining its backbone).
 
     Raises:
-        ConfigError: ``pixel_mean``/``pixel_std`` are not three values (std > 0), or a
-            ``checkpoint_filter`` comes without its ``pretrained_layout``/``recognises``.
+        ConfigError: ``pixel_mean``/``pixel_std`` are not three values (std > 0), or
+            only some of ``checkpoint_filter``, ``pretrained_layout``, ``recognises``.
     """
     if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:
         raise ConfigError(
             f"backbone {name!r}: pixel_mean and pixel_std need 3 values each (std > 0), "
             f"got {pixel_mean} and {pixel_std}"
         )
-    if checkpoint_filter is not None and not (pretrained_layout and recognises):
+    file_fields = (checkpoint_filter is not None, bool(pretrained_layout), recognises is not None)
+    if any(file_fields) and not all(file_fields):
         raise ConfigError(
-            f"backbone {name!r}: a checkpoint_filter needs its pretrained_layout and recognises"
+            f"backbone {name!r}: checkpoint_filter, pretrained_layout and recognises go "
+            "together (how its weight files are recognised, named and mapped)"
         )
     spec = BackboneSpec(
         name=name,
