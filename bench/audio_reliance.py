@@ -30,7 +30,7 @@ from PIL import Image
 
 from avsegformer.checkpoint import load_checkpoint
 from avsegformer.commands._common import config_for_checkpoint
-from avsegformer.data import build_dataset
+from avsegformer.data import PixelNorm, build_dataset
 from avsegformer.engine.evaluator import AUDIO_MODES, evaluate
 from avsegformer.engine.metrics import AVSSMetric, BinaryMetric
 from avsegformer.modeling.build import build_model
@@ -145,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     config = config_for_checkpoint(args.config, args.overrides, args.checkpoint)
-    dataset = build_dataset(config.task, args.data_root, args.split, img_size=config.data.img_size)
+    dataset = build_dataset(
+        config.task,
+        args.data_root,
+        args.split,
+        img_size=config.data.img_size,
+        pixel_norm=PixelNorm.for_model(config.model),
+    )
     out: dict = {
         "config": config.name,
         "checkpoint": args.checkpoint,

@@ -27,7 +27,7 @@ from avsegformer.errors import (
     NonFiniteCheckpointError,
     NonFiniteError,
 )
-from avsegformer.modeling.build import build_model
+from avsegformer.pretrained import build_model  # the network plus pretrained weights
 from avsegformer.zoo import get_config
 
 
@@ -392,7 +392,7 @@ def write_with_record(path: Path, state: dict, record: dict) -> Path:
 @pytest.fixture()
 def no_real_builds(monkeypatch: pytest.MonkeyPatch) -> list:
     """Fails any build_model call that is not on the meta device (nothing is allocated)."""
-    import avsegformer.modeling.build as build
+    import avsegformer.checkpoint as build  # builds through modeling.build.build_model
 
     original, calls = build.build_model, []
 

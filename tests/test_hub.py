@@ -27,8 +27,8 @@ from avsegformer import hub, zoo
 from avsegformer.checkpoint import read_checkpoint, save_checkpoint
 from avsegformer.cli import main as cli
 from avsegformer.errors import ConfigError, DownloadError, WeightsVerificationError
-from avsegformer.modeling.build import build_model
 from avsegformer.predictor import Predictor
+from avsegformer.pretrained import build_model  # the network plus pretrained weights
 
 FILE = "tiny_s4_released.safetensors"
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import avsegformer
 from _reference import apply_weight_rule
 from avsegformer.errors import ConfigError, InputShapeError, NonFiniteError
 from avsegformer.modeling.avsegformer import AVSegFormer, AVSegFormerOutput
-from avsegformer.modeling.build import build_model
 from avsegformer.modeling.head import QueryMaskMLP
 from avsegformer.modeling.precision import float32_island
 from avsegformer.modeling.vggish import MaxPool2x2
+from avsegformer.pretrained import build_model  # the network plus pretrained weights
 from avsegformer.zoo import get_config, list_models
 
 OFFICIAL = ["res50_s4", "res50_ms3", "res50_avss", "pvt2_s4", "pvt2_ms3", "pvt2_avss"]

@@ -22,7 +22,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "avsegformer.modeling.build",
+    "build_model": "avsegformer.pretrained",
     "AVSegFormerOutput": "avsegformer.modeling.avsegformer",
     "AVSegFormer": "avsegformer.modeling.avsegformer",
     "list_models": "avsegformer.zoo",

@@ -51,6 +51,8 @@ from .errors import (
 )
 from .fileio import atomic_path
 from .finite import non_finite_count
+from .modeling.backbones.registry import BackboneSpec, registered_backbones
+from .modeling.build import build_model
 from .zoo import Config, ModelConfig, get_config, list_models
 
 logger = logging.getLogger(__name__)
@@ -261,8 +263,6 @@ def check_recorded_config(path: str | os.PathLike[str], config: Config, shapes: 
         CheckpointError: the configuration cannot be built.
         CheckpointMismatchError: keys or shapes differ (the message names them).
     """
-    from .modeling.build import build_model
-
     path = Path(path)
     try:
         meta_model = build_model(config, device="meta")
@@ -371,13 +371,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
 
 # ----------------------------------------------------------------------------- layouts
 def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
-    """Which network a state dict belongs to (``"model"`` or a pretrained part)."""
+    """Which network a state dict belongs to (``"model"`` or a pretrained part).
+
+    Backbone weight files are recognised by the registered backbones (their
+    ``pretrained_layout``, e.g. ``"torchvision_resnet50"``, ``"pvt_v2"``).
+    """
     keys = set(state)
     # Pretrained parts first: a PVTv2 ImageNet file has a top-level classifier "head.*".
-    if {"conv1.weight", "layer1.0.conv1.weight", "layer4.0.conv1.weight"} <= keys:
-        return "torchvision_resnet50"
-    if "patch_embed1.proj.weight" in keys:
-        return "pvt_v2"
+    spec = _backbone_file_spec(keys)
+    if spec is not None:
+        return spec.pretrained_layout
     if {"features.0.weight", "embeddings.0.weight"} <= keys:
         return "vggish"
     if any(k.startswith(("backbone.", "head.", "vggish.", "audio_proj.")) for k in keys):
@@ -385,19 +388,24 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     return "unknown"
 
 
+def _backbone_file_spec(keys: set[str]) -> BackboneSpec | None:
+    """The registered backbone whose pretrained weight files have these keys."""
+    for spec in registered_backbones():
+        if spec.recognises is not None and spec.recognises(keys):
+            return spec
+    return None
+
+
 def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     """A short human description (backbone, audio encoder, classes) for error messages."""
     layout = detect_layout(state)
     if layout != "model":
         return f"a {layout} file" if layout != "unknown" else "an unknown layout"
-    if "backbone.layer3_1.0.conv1.weight" in state:
-        backbone = "ResNet-50 (res50)"
-    elif "backbone.block1.0.attn.q.weight" in state:
-        backbone = "PVTv2-B5 (pvt_v2_b5)"
-    elif "backbone.layer1.0.conv1.weight" in state:
-        backbone = "light ResNet (resnet_basic)"
-    else:
-        backbone = "unrecognised"
+    backbone = "unrecognised"
+    for spec in registered_backbones():
+        if spec.signature_key and f"backbone.{spec.signature_key}" in state:
+            backbone = f"{spec.title} ({spec.name})"
+            break
     audio = "VGGish" if "vggish.embeddings.0.weight" in state else "light audio CNN"
     fc = state.get("head.fc.4.weight")
     classes = f"{fc.shape[0]} class(es)" if fc is not None else "unknown classes"
@@ -406,8 +414,6 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 
 def _suggest_configs(state: Mapping[str, torch.Tensor]) -> list[str]:
     """Registered configurations whose state-dict shapes match ``state``."""
-    from .modeling.build import build_model
-
     own = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
     matches = []
     for name in list_models():
@@ -472,30 +478,19 @@ def _map_part(
 ) -> tuple[str, StateDict, list[str], list[str]]:
     """Map a pretrained-part file onto a sub-module.
 
-    Returns ``(target, state in the target's names, ignored keys, unused file keys)``.
+    Backbone files go through the key filter of the backbone that registered their
+    layout. Returns ``(target, state in the target's names, ignored keys, unused file
+    keys)``.
     """
-    if layout == "torchvision_resnet50":
-        ignored = sorted(k for k in state if k.startswith("fc."))
-        own = model.backbone.state_dict(keep_vars=True)
-        mapped: StateDict = {}
-        for key in own:
-            # The authors' two branches both start from torchvision's layer3/layer4.
-            source = _TWO_BRANCH.sub(r"\1.", key)
-            if source in state:
-                mapped[key] = state[source]
-        used = {_TWO_BRANCH.sub(r"\1.", k) for k in mapped}
-        unused = sorted(k for k in state if k not in used and k not in ignored)
-        return "backbone", mapped, ignored, unused
-    if layout == "pvt_v2":
-        ignored = sorted(k for k in state if k.startswith("head."))
-        part = {k: v for k, v in state.items() if k not in ignored}
-        return "backbone", part, ignored, []
     if layout == "vggish":
         return "vggish", dict(state), [], []
-    raise AssertionError(layout)
-
-
-_TWO_BRANCH = re.compile(r"^(layer[34])_[12]\.")
+    spec = _backbone_file_spec(set(state))
+    if spec is None or spec.checkpoint_filter is None or spec.pretrained_layout != layout:
+        raise AssertionError(layout)
+    backbone = getattr(model, "backbone", None)
+    own_keys = list(backbone.state_dict(keep_vars=True)) if backbone is not None else []
+    mapped = spec.checkpoint_filter(state, own_keys)
+    return "backbone", dict(mapped.state), list(mapped.ignored), list(mapped.unused)
 
 
 def _plan(
@@ -597,6 +592,8 @@ def configuration_differences(recorded: Config, model: Config) -> list[str]:
         if item.name in _TRAINING_ONLY:
             continue
         mine, theirs = getattr(recorded.model, item.name), getattr(model.model, item.name)
+        if item.name == "in_channels" and not (mine and theirs):
+            continue  # empty: the backbone's own channels (the backbone is compared)
         if mine != theirs:
             differences.append(f"{item.name} {mine} vs {theirs}")
     if recorded.name != model.name and recorded.data.img_size != model.data.img_size:
@@ -773,8 +770,6 @@ def build_model_from_checkpoint(
         CheckpointMismatchError: the weights do not fit the configuration.
         NonFiniteCheckpointError: the file holds NaN or infinite values.
     """
-    from .modeling.build import build_model
-
     path = Path(path)
     contents = read_checkpoint(path)
     if name is not None:

@@ -41,7 +41,8 @@ Images and masks
 ----------------
 Frames are squashed to ``img_size`` x ``img_size`` (``config.data.img_size``: 512 for
 the authors' S4/MS3 models, 224 for AVSS and the tiny ones) with PIL bilinear and
-ImageNet-normalised, exactly as the training data (:mod:`avsegformer.data.images`).
+normalised with the backbone's statistics, exactly as the training data
+(:mod:`avsegformer.data.images`).
 Masks come back at the frame's own resolution:
 
 * binary models (S4, MS3; one output channel): the logit map is resized bilinearly to the
@@ -79,7 +80,7 @@ from PIL import Image
 
 from .audio import SAMPLE_RATE, resample, to_mono
 from .data.classes import AVSS_CLASSES
-from .data.images import Geometry, frames_to_tensor
+from .data.images import Geometry, PixelNorm, frames_to_tensor
 from .data.video import (
     AVSBENCH_FRAME_OFFSET,
     TIME_EPSILON,
@@ -651,6 +652,8 @@ class Predictor:
         self.img_size = img_size
         self.batch_size = batch_size
         self.geometry = Geometry("resize", img_size)
+        # The statistics the model's backbone declares (ImageNet's for a bare model).
+        self.pixel_norm = PixelNorm.for_model(config.model) if config is not None else PixelNorm()
         num_classes = int(getattr(model, "num_classes", None) or config.model.num_classes)
         self.num_classes = num_classes
         self.binary = num_classes == 1
@@ -739,7 +742,8 @@ class Predictor:
         """The model's inputs for ``samples``, on the predictor's device.
 
         Returns:
-            frames: float32 [N, 3, S, S] (S = ``img_size``), ImageNet-normalised RGB.
+            frames: float32 [N, 3, S, S] (S = ``img_size``), RGB normalised with the
+                backbone's statistics (:attr:`pixel_norm`).
             audio: ``[N, *audio_front_end.example_shape]`` examples made by the model's
                 front end; VGGish: float32 [N, 1, 96, 64] log-mel examples (axis 2: 10-ms
                 frames of the window, in order; axis 3: mel bands, low to high; silence =
@@ -750,7 +754,7 @@ class Predictor:
             np.asarray(self.geometry.apply(Image.fromarray(s.frame), is_mask=False))
             for s in samples
         ]
-        frames = frames_to_tensor(images)
+        frames = frames_to_tensor(images, self.pixel_norm)
         front_end = self.audio_front_end
         audio = torch.cat([front_end.from_waveform(s.waveform, SAMPLE_RATE) for s in samples])
         return frames.to(self.device), audio.to(self.device)

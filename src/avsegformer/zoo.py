@@ -23,12 +23,14 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
+# Pixel statistics belong to each backbone (its registration); these names stay for
+# old imports.
+
 Task = Literal["s4", "ms3", "avss"]
 TASKS: tuple[str, ...] = ("s4", "ms3", "avss")
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
+# The channels the published configurations record (``model.in_channels``); a backbone
+# declares its own in its registration, so new configurations need no constant here.
 RESNET50_CHANNELS = (256, 512, 1024, 2048)
 PVT_V2_B5_CHANNELS = (64, 128, 320, 512)
 
@@ -100,17 +102,26 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# The ModelConfig fields the backbone's channels (``in_channels``) follow from.
+_CHANNEL_SOURCES = frozenset({"backbone", "backbone_widths"})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of an AVSegFormer network.
 
     The defaults are the published architecture (identical for S4, MS3 and AVSS but for
-    ``num_classes``). ``backbone`` is one of ``"res50"``, ``"pvt_v2_b5"`` or a light
-    backbone of this project; ``audio_encoder`` is ``"vggish"`` or a light variant.
+    ``num_classes``). ``backbone`` names a registered visual backbone (``"res50"``,
+    ``"pvt_v2_b5"``, a light backbone of this project: see
+    :mod:`avsegformer.modeling.backbones.registry`); ``audio_encoder`` is ``"vggish"``
+    or a light variant.
     """
 
     backbone: str = "res50"
-    in_channels: tuple[int, ...] = limited(RESNET50_CHANNELS, 1, MAX_WIDTH)
+    # The channels of the backbone's feature levels, which the backbone declares: empty
+    # means "the backbone's"; a recorded value (saved configurations) is checked
+    # against the declaration when the model is built.
+    in_channels: tuple[int, ...] = limited((), 1, MAX_WIDTH)
     # Widths and block counts of a light backbone; ignored by res50 / pvt_v2_b5.
     backbone_widths: tuple[int, ...] = limited((), 1, MAX_WIDTH)
     backbone_depths: tuple[int, ...] = limited((), 1, MAX_LAYERS)
@@ -273,6 +284,12 @@ class Config:
         # keep the duplicated num_classes consistent.
         if "num_classes" in sections["model"] and "num_classes" not in sections["data"]:
             sections["data"]["num_classes"] = sections["model"]["num_classes"]
+        # Recorded channels describe the recorded backbone: another backbone (or other
+        # widths) without new in_channels takes the channels it declares.
+        model = sections["model"]
+        changed = any(model[k] != getattr(self.model, k) for k in _CHANNEL_SOURCES & model.keys())
+        if changed and "in_channels" not in model:
+            model["in_channels"] = ()
         return replace(
             self,
             model=replace(self.model, **sections["model"]),

@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..data import build_dataset
+    from ..data import PixelNorm, build_dataset
     from ..engine import dist
     from ..engine.evaluator import evaluate, resolve_precision
     from ..engine.loading import report_skipped
@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
             cuda_graphs=device.type == "cuda" and not args.no_cuda_graphs,
         )
         # The model's audio front end converts the dataset's audio files.
-        options = {"img_size": config.data.img_size, "audio_front_end": model.audio_front_end}
+        options = {
+            "img_size": config.data.img_size,
+            "audio_front_end": model.audio_front_end,
+            "pixel_norm": PixelNorm.for_model(config.model),
+        }
         if args.audio_policy:
             options["audio_policy"] = args.audio_policy
         dataset = build_dataset(config.task, args.data_root, args.split, **options)

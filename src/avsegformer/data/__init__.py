@@ -43,7 +43,7 @@ _LAZY: dict[str, str] = {
         "avsbench",
     ),
     **dict.fromkeys(("DatasetReport", "FileCount", "SplitReport", "check_dataset"), "check"),
-    "Geometry": "images",
+    **dict.fromkeys(("Geometry", "PixelNorm"), "images"),
     **dict.fromkeys(("load_logmel_pkl", "load_tensor_pickle", "write_logmel_pkl"), "safe_pickle"),
 }
 
@@ -72,7 +72,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         resolve_root,
     )
     from .check import DatasetReport, FileCount, SplitReport, check_dataset  # noqa: F401
-    from .images import Geometry  # noqa: F401
+    from .images import Geometry, PixelNorm  # noqa: F401
     from .safe_pickle import load_logmel_pkl, load_tensor_pickle, write_logmel_pkl  # noqa: F401
 
 

@@ -75,6 +75,7 @@ from .images import (
     BinaryMaskRule,
     Geometry,
     MaskDecoding,
+    PixelNorm,
     check_mask_size,
     load_binary_mask,
     load_clip_frames,
@@ -113,7 +114,7 @@ _MAX_MASK_WARNINGS = 10
 class AVSample:
     """One clip as the model consumes it.
 
-    ``frames``: float32 ``[T, 3, H, W]``, ImageNet-normalised; padded frames (AVSS v1)
+    ``frames``: float32 ``[T, 3, H, W]``, ``pixel_norm``-normalised; padded frames (AVSS v1)
     are all zero. ``audio``: float32 ``[T, 1, 96, 64]`` VGGish log-mel examples, one per
     frame. ``masks``: S4/MS3 float32 ``[T, 1, H, W]`` in {0, 1} (zero where a frame has
     no annotation); AVSS int64 ``[T, H, W]`` class indices in [0, 70] (0 = background,
@@ -549,8 +550,11 @@ class AVSBenchDataset(Dataset):
         audio_policy: ClipPolicy,
         entries: Sequence[VideoEntry] | None = None,
         audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
+        pixel_norm: PixelNorm | None = None,
     ) -> None:
         self.split = _check_split(split)
+        # The model's backbone declares them (PixelNorm.for_model); ImageNet's by default.
+        self.pixel_norm = pixel_norm or PixelNorm()
         if audio_policy not in CLIP_POLICIES:
             raise DataError(
                 f"unknown audio_policy {audio_policy!r}; use one of {', '.join(CLIP_POLICIES)}"
@@ -635,6 +639,7 @@ class _BinaryMaskDataset(AVSBenchDataset):
         skip_unlabelled_frames: bool = False,
         entries: Sequence[VideoEntry] | None = None,
         audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
+        pixel_norm: PixelNorm | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -643,6 +648,7 @@ class _BinaryMaskDataset(AVSBenchDataset):
             audio_policy=audio_policy,
             entries=entries,
             audio_front_end=audio_front_end,
+            pixel_norm=pixel_norm,
         )
         self.skip_unlabelled_frames = skip_unlabelled_frames
         if audio_source not in ("auto", "pkl", "wav"):
@@ -697,12 +703,12 @@ class _BinaryMaskDataset(AVSBenchDataset):
             # others are never seen, so do not decode them; zeros keep the shapes.
             labelled = [t for t, flag in enumerate(files.gt_flags) if flag > 0]
             decoded_frames = [files.frames[t] for t in labelled]
-            first, frame_size = load_clip_frames(decoded_frames, self.geometry)
+            first, frame_size = load_clip_frames(decoded_frames, self.geometry, self.pixel_norm)
             frames = first.new_zeros((len(files.frames), *first.shape[1:]))
             frames[labelled] = first
         else:
             decoded_frames = list(files.frames)
-            frames, frame_size = load_clip_frames(decoded_frames, self.geometry)
+            frames, frame_size = load_clip_frames(decoded_frames, self.geometry, self.pixel_norm)
         height, width = frames.shape[-2:]
         masks = torch.zeros((files.num_frames, 1, height, width), dtype=torch.float32)
         for slot, path in files.masks.items():
@@ -764,9 +770,10 @@ class S4Dataset(_BinaryMaskDataset):
     for training on labelled frames only), ``entries`` (the clips to read, e.g. from
     :func:`parse_metadata_file`; default: the metadata file's rows of ``split``),
     ``audio_front_end`` (what the model's audio encoder takes, e.g.
-    ``audio_front_end(config)``; default VGGish log-mels; another front end reads the WAVs).
-    The train split has only the first frame annotated: masks 2-5 are zero and
-    ``gt_flags`` is ``[1, 0, 0, 0, 0]``.
+    ``audio_front_end(config)``; default VGGish log-mels; another front end reads the WAVs),
+    ``pixel_norm`` (the frames' statistics, :meth:`PixelNorm.for_model` of the model's
+    configuration; default ImageNet's). The train split has only the first frame
+    annotated: masks 2-5 are zero and ``gt_flags`` is ``[1, 0, 0, 0, 0]``.
     """
 
     task = "s4"
@@ -839,7 +846,7 @@ class AVSSDataset(AVSBenchDataset):
     seconds, as the published numbers used; ``"silence"`` is correct for new work),
     ``gt_flag_rule`` (``"official"``: v1s has only the first frame flagged even in
     val/test; ``"annotated"``: every frame with a mask file), ``subsets`` (any of v1s,
-    v1m, v2; default all), ``strict_masks``, ``entries``, ``audio_front_end`` (as
+    v1m, v2; default all), ``strict_masks``, ``entries``, ``audio_front_end``, ``pixel_norm`` (as
     :class:`S4Dataset`).
     """
 
@@ -857,6 +864,7 @@ class AVSSDataset(AVSBenchDataset):
         strict_masks: bool = False,
         entries: Sequence[VideoEntry] | None = None,
         audio_front_end: AudioFrontEnd = VGGISH_LOG_MEL,
+        pixel_norm: PixelNorm | None = None,
     ) -> None:
         super().__init__(
             root,
@@ -865,6 +873,7 @@ class AVSSDataset(AVSBenchDataset):
             audio_policy=audio_policy,
             entries=entries,
             audio_front_end=audio_front_end,
+            pixel_norm=pixel_norm,
         )
         if gt_flag_rule not in ("official", "annotated"):
             raise DataError(f"gt_flag_rule must be official or annotated, got {gt_flag_rule!r}")
@@ -928,7 +937,7 @@ class AVSSDataset(AVSBenchDataset):
     def __getitem__(self, index: int) -> AVSample:
         entry = self.entries[index]
         files = self.video_files(index)
-        real, frame_size = load_clip_frames(list(files.frames), self.geometry)
+        real, frame_size = load_clip_frames(list(files.frames), self.geometry, self.pixel_norm)
         frames = real.new_zeros((files.num_frames,) + tuple(real.shape[1:]))
         frames[: real.shape[0]] = real
         labels = torch.zeros((files.num_frames,) + tuple(real.shape[-2:]), dtype=torch.int64)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -28,8 +28,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import CorruptFileError, MissingFileError, NonFiniteDataError
 from ..finite import require_finite
-from ..zoo import IMAGENET_MEAN, IMAGENET_STD
+from ..modeling.backbones.registry import IMAGENET_MEAN, IMAGENET_STD, pixel_statistics
 from .classes import NUM_AVSS_CLASSES, avss_palette
+
+if TYPE_CHECKING:
+    from ..zoo import ModelConfig
 
 GeometryKind = Literal["none", "resize", "short_side_crop"]
 BinaryMaskRule = Literal["s4", "ms3"]
@@ -91,19 +94,51 @@ def open_image(path: Path) -> Image.Image:
     return image
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
+@dataclass(frozen=True)
+class PixelNorm:
+    """The RGB statistics frames are normalised with: ``(x / 255 - mean) / std``.
+
+    They belong to the model's visual backbone (its registration declares them):
+    :meth:`for_model` asks it. The default is ImageNet's, which every built-in backbone
+    uses.
+    """
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @classmethod
+    def for_model(cls, cfg: ModelConfig) -> PixelNorm:
+        """The statistics of the backbone ``cfg`` names (``cfg.backbone``)."""
+        mean, std = pixel_statistics(cfg)
+        return cls(tuple(mean), tuple(std))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` as float32 ``[3, 1, 1]``."""
+        return _norm_tensors(self.mean, self.std)
 
 
-def frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+@lru_cache(maxsize=8)
+def _norm_tensors(
+    mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Cached: one pair per set of statistics, only ever read (shared by every call).
+    return (
+        torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
+        torch.tensor(std, dtype=torch.float32).view(-1, 1, 1),
+    )
+
+
+def frames_to_tensor(frames: list[np.ndarray], norm: PixelNorm | None = None) -> torch.Tensor:
     """Stack RGB uint8 ``[H, W, 3]`` frames into a normalised float32 ``[T, 3, H, W]``.
 
-    Same arithmetic as torchvision ``ToTensor`` + ``Normalize(IMAGENET_MEAN,
-    IMAGENET_STD)`` in float32: ``(x / 255 - mean) / std``, values about [-2.2, 2.7].
+    Same arithmetic as torchvision ``ToTensor`` + ``Normalize(norm.mean, norm.std)`` in
+    float32: ``(x / 255 - mean) / std`` (ImageNet's statistics when ``norm`` is
+    ``None``: values about [-2.2, 2.7]).
     """
+    mean, std = (norm or PixelNorm()).tensors()
     # Channels-first while still uint8 (cheap); float ops on contiguous memory are faster.
     stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
-    return stacked.to(torch.float32).div_(255.0).sub_(_MEAN).div_(_STD)
+    return stacked.to(torch.float32).div_(255.0).sub_(mean).div_(std)
 
 
 def load_frame(path: Path, geometry: Geometry) -> np.ndarray:
@@ -117,9 +152,11 @@ def _load_frame_sized(path: Path, geometry: Geometry) -> tuple[np.ndarray, tuple
     return np.asarray(geometry.apply(image.convert("RGB"), is_mask=False)), size
 
 
-def load_clip_frames(paths: list[Path], geometry: Geometry) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Read the frames of one clip: float32 ``[T, 3, H, W]`` (:func:`frames_to_tensor`)
-    and their size on disk ``(width, height)``.
+def load_clip_frames(
+    paths: list[Path], geometry: Geometry, norm: PixelNorm | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Read the frames of one clip: float32 ``[T, 3, H, W]`` (:func:`frames_to_tensor`
+    with ``norm``) and their size on disk ``(width, height)``.
 
     The frames of a clip come from one video, so they must have one size: a frame of
     another size (from another video, or extracted differently) raises
@@ -141,7 +178,7 @@ def load_clip_frames(paths: list[Path], geometry: Geometry) -> tuple[torch.Tenso
         pixels.append(frame)
     if first_size is None:
         raise CorruptFileError("a clip without frames")
-    return frames_to_tensor(pixels), first_size
+    return frames_to_tensor(pixels, norm), first_size
 
 
 def _size_text(size: tuple[int, int]) -> str:

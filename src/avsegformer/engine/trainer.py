@@ -60,7 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
-from ..data import build_dataset, collate
+from ..data import PixelNorm, build_dataset, collate
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputExistsError
 from ..fileio import atomic_write_text, check_writable, remove_path, sweep_stale_temporaries
 from ..finite import json_safe
@@ -374,6 +374,7 @@ class Trainer:
         options: dict[str, Any] = {
             "img_size": self.config.data.img_size,
             "audio_front_end": self.audio_front_end,
+            "pixel_norm": PixelNorm.for_model(self.config.model),
         }
         if (
             split == "train"

@@ -136,7 +136,7 @@ def check_model_inputs(
             f"frame size {height}x{width} is not a positive multiple of {SIZE_DIVISOR}; "
             "resize or pad the frames"
         )
-    _require_dtype(frames, "frames", weight, "RGB normalised with the ImageNet mean/std")
+    _require_dtype(frames, "frames", weight, "RGB normalised with the backbone's mean/std")
     _require_device(frames, "frames", weight)
     example_shape = front_end.example_shape
     expected_audio = (count, *example_shape)
@@ -187,7 +187,8 @@ class AVSegFormer(nn.Module):
     whatever its kind), ``head.*``, ``audio_proj.*``.
 
     Args:
-        backbone: module mapping ``[N, 3, H, W]`` to four levels (strides 4..32).
+        backbone: module mapping ``[N, 3, H, W]`` to the feature levels its registration
+            declares (:mod:`.backbones.registry`; the built-in ones: four, strides 4..32).
         audio_encoder: module mapping ``[N, *audio_front_end.example_shape]`` (VGGish
             log-mels: ``[N, 1, 96, 64]``) to ``[N, audio_dim]``.
         head: the :class:`AVSegHead`.
@@ -291,7 +292,8 @@ class AVSegFormer(nn.Module):
         """Segment the sounding objects of ``N`` frames.
 
         Args:
-            frames: float ``[N, 3, H, W]``, RGB normalised with the ImageNet mean/std;
+            frames: float ``[N, 3, H, W]``, RGB normalised with the mean/std its backbone
+                declares (ImageNet's for the built-in ones);
                 ``H`` and ``W`` any multiples of 32 (not necessarily equal); the
                 weights' dtype (float32), or under autocast also its dtype.
             audio: float32 ``[N, *audio_front_end.example_shape]``, one example per

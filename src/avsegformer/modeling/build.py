@@ -1,14 +1,14 @@
-"""Builders: a registered name or a configuration -> an :class:`AVSegFormer`.
+"""Builders: a registered name or a configuration -> an :class:`AVSegFormer` network.
 
 Each part has a plain builder function taking a :class:`~avsegformer.zoo.ModelConfig`;
-:func:`build_model` assembles them.
+:func:`build_model` assembles them. No file I/O here: :mod:`avsegformer.pretrained`
+adds the weights (``avsegformer.build_model(name, pretrained=True)``), and
+:mod:`avsegformer.checkpoint` builds on this module (never the reverse).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from typing import Any
 
 import torch
@@ -20,60 +20,79 @@ from .audio_encoders import (
     build_audio_encoder as build_audio_encoder,  # re-exported: its former home
 )
 from .audio_encoders import get_audio_encoder
-from .avsegformer import AVSegFormer
-from .backbones.pvt_v2 import pvt_v2_b5
-from .backbones.resnet import resnet50_two_branch, resnet_basic
-from .head import AVSegHead, MaskMLPMode
+from .avsegformer import SIZE_DIVISOR, AVSegFormer
+from .backbones.registry import get_backbone, list_backbones
+from .head import MASK_STRIDE, AVSegHead, MaskMLPMode
 from .mixer import CrossModalMixer
 from .query_generator import AudioQueryGenerator
 from .transformer import build_transformer
 
-logger = logging.getLogger(__name__)
 
-BACKBONES = ("res50", "pvt_v2_b5", "resnet_basic")
+def feature_channels(cfg: ModelConfig) -> tuple[int, ...]:
+    """The channels of the backbone's feature levels under ``cfg`` (its declaration).
+
+    ``cfg.in_channels`` is a record of them: empty means "the backbone's"; a recorded
+    value (saved configurations and checkpoints carry one) must match.
+
+    Raises:
+        ConfigError: unknown backbone, or ``in_channels`` disagrees with it.
+    """
+    declared = get_backbone(cfg.backbone).channels_for(cfg)
+    if cfg.in_channels and tuple(cfg.in_channels) != declared:
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} produces channels {declared} but in_channels is "
+            f"{tuple(cfg.in_channels)}; set model.in_channels={','.join(map(str, declared))} "
+            "(or leave it empty: the backbone's own)"
+        )
+    return declared
 
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
-    """The visual backbone named by ``cfg.backbone``; checks ``cfg.in_channels``."""
-    if cfg.backbone == "res50":
-        # Under bfloat16 autocast a ResNet-50 drifts far enough to move mask borders
-        # (binary-mask IoU against float32 on the parity inputs: 0.987 all in bfloat16,
-        # 0.9905 with the stem and layer1 in float32 (19% of its FLOPs, memory-bound
-        # anyway), 0.9925 all in float32). PVTv2 stays at 0.995 in bfloat16.
-        backbone: nn.Module = resnet50_two_branch(
-            keep_second_branch=cfg.keep_unused_modules, float32_stages=1
-        )
-    elif cfg.backbone == "pvt_v2_b5":
-        backbone = pvt_v2_b5(drop_path_rate=cfg.drop_path_rate)
-    elif cfg.backbone == "resnet_basic":
-        if len(cfg.backbone_widths) != 4 or len(cfg.backbone_depths) != 4:
-            raise ConfigError(
-                "backbone 'resnet_basic' needs 4 backbone_widths and 4 backbone_depths, got "
-                f"{cfg.backbone_widths} and {cfg.backbone_depths}"
-            )
-        backbone = resnet_basic(cfg.backbone_widths, cfg.backbone_depths)
-    else:
-        raise ConfigError(f"unknown backbone {cfg.backbone!r}; known: {', '.join(BACKBONES)}")
-    produced = tuple(backbone.out_channels)  # type: ignore[arg-type]
-    if produced != tuple(cfg.in_channels):
+    """The visual backbone registered as ``cfg.backbone``; checks ``cfg.in_channels``.
+
+    Raises:
+        ConfigError: unknown backbone (the message lists the registered ones),
+            ``in_channels`` disagreeing with it, or settings it cannot be built with.
+    """
+    spec = get_backbone(cfg.backbone)
+    declared = feature_channels(cfg)
+    strides = spec.strides_for(cfg)
+    if len(strides) != len(declared) or len(declared) < 2 or strides[0] != MASK_STRIDE:
         raise ConfigError(
-            f"backbone {cfg.backbone!r} produces channels {produced} but in_channels is "
-            f"{tuple(cfg.in_channels)}; set model.in_channels={','.join(map(str, produced))}"
+            f"backbone {cfg.backbone!r} declares channels {declared} and strides {strides}: "
+            f"the head needs at least two levels, one stride each, the first at stride "
+            f"{MASK_STRIDE}"
+        )
+    if SIZE_DIVISOR % max(strides):
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} has a level at stride {max(strides)}; frames are "
+            f"multiples of {SIZE_DIVISOR}, so every stride must divide {SIZE_DIVISOR}"
+        )
+    backbone = spec.build(cfg)
+    # A module that states its channels must agree with its registration.
+    produced = getattr(backbone, "out_channels", None)
+    if produced is not None and tuple(produced) != declared:
+        raise ConfigError(
+            f"backbone {cfg.backbone!r} is registered with channels {declared} but its "
+            f"module produces {tuple(produced)}"
         )
     return backbone
 
 
 def build_head(cfg: ModelConfig, mlp_mode: MaskMLPMode = "folded") -> AVSegHead:
-    """The AVSegHead with its query generator, transformer and mixer."""
+    """The AVSegHead with its query generator, transformer and mixer, sized for the
+    feature levels the configured backbone declares (:func:`feature_channels`)."""
     if cfg.embed_dim % cfg.gn_groups or cfg.embed_dim % cfg.num_heads:
         raise ConfigError(
             f"embed_dim {cfg.embed_dim} must be divisible by gn_groups {cfg.gn_groups} "
             f"and num_heads {cfg.num_heads}"
         )
-    if cfg.num_levels != len(cfg.in_channels) - 1:
+    in_channels = feature_channels(cfg)
+    if cfg.num_levels != len(in_channels) - 1:
         raise ConfigError(
             f"num_levels {cfg.num_levels} must be the number of encoder levels "
-            f"(backbone levels 1..{len(cfg.in_channels) - 1})"
+            f"(backbone {cfg.backbone!r} levels 1..{len(in_channels) - 1}); set "
+            f"model.num_levels={len(in_channels) - 1}"
         )
     if len(cfg.mask_head_widths) != 2:
         raise ConfigError(f"mask_head_widths needs 2 values, got {cfg.mask_head_widths}")
@@ -95,7 +114,7 @@ def build_head(cfg: ModelConfig, mlp_mode: MaskMLPMode = "folded") -> AVSegHead:
         num_points=cfg.num_points,
     )
     return AVSegHead(
-        in_channels=tuple(cfg.in_channels),
+        in_channels=in_channels,
         num_classes=cfg.num_classes,
         query_generator=generator,
         transformer=transformer,
@@ -135,25 +154,18 @@ def resolve_config(
 def build_model(
     name_or_config: str | Config | ModelConfig,
     *,
-    pretrained: bool | str | os.PathLike[str] = False,
-    pretrained_backbone: str | os.PathLike[str] | None = None,
-    pretrained_audio: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
     device: torch.device | str | None = None,
     mlp_mode: MaskMLPMode = "folded",
 ) -> AVSegFormer:
-    """Build an AVSegFormer (randomly initialised unless ``pretrained``; train mode).
+    """Build an AVSegFormer network, randomly initialised (train mode; no file I/O).
+
+    :func:`avsegformer.build_model` (:mod:`avsegformer.pretrained`) builds it with this
+    function and loads released or given weights into it.
 
     Args:
         name_or_config: a registered name (``avsegformer.list_models()``), a
             :class:`~avsegformer.zoo.Config` or a :class:`~avsegformer.zoo.ModelConfig`.
-        pretrained: ``True``: the configuration's released weights (downloaded into the
-            cache on first use and verified, see :mod:`avsegformer.hub`); a path: that
-            checkpoint. Loaded strictly.
-        pretrained_backbone: ImageNet weights for the visual backbone:
-            ``resnet50-19c8e357.pth`` (torchvision names) or ``pvt_v2_b5.pth``, or the
-            registered names ``"resnet50"`` / ``"pvt_v2_b5"`` (fetched into the cache).
-        pretrained_audio: VGGish weights (``vggish-10086976.pth``, or ``"vggish"``).
         overrides: configuration overrides (``{"model.query_num": 100}`` or
             ``["query_num=100"]``).
         device: where to create the parameters; ``"meta"`` builds without memory
@@ -181,17 +193,11 @@ def build_model(
             audio_front_end=audio.front_end,
         )
     model.config = config
-    if not (pretrained or pretrained_backbone or pretrained_audio):
-        return model
-    # Lazy: the file formats live in avsegformer.checkpoint, which imports this module;
-    # avsegformer.hub turns registered names into verified files in the cache.
-    from ..checkpoint import load_checkpoint
-    from ..hub import pretrained_file, resolve
-
-    for spec, target in ((pretrained_backbone, "backbone"), (pretrained_audio, "vggish")):
-        if spec is not None:
-            logger.info("%s", load_checkpoint(model, resolve(spec), expect_target=target))
-    if pretrained:
-        path = pretrained_file(name_or_config, pretrained)
-        logger.info("%s", load_checkpoint(model, path))
     return model
+
+
+def __getattr__(name: str) -> object:
+    # BACKBONES was a fixed tuple; the registry is the list now (kept for old imports).
+    if name == "BACKBONES":
+        return tuple(list_backbones())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

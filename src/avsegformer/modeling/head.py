@@ -1,7 +1,7 @@
 """AVSegHead: from backbone features and audio tokens to mask logits.
 
-Pipeline per frame: project the four backbone levels to ``C`` channels; encode levels
-1..3 with the deformable encoder; generate audio-conditioned queries and decode them
+Pipeline per frame: project the backbone levels to ``C`` channels; encode levels
+1..L with the deformable encoder; generate audio-conditioned queries and decode them
 against the encoder memory; build a stride-4 mask feature from level 0 and the
 level-1 memory; gate it with the cross-modal mixer; correlate it with the decoded
 queries, lift that ``[Q, h, w]`` map back to ``C`` channels with a 1x1-conv MLP, add it
@@ -25,6 +25,10 @@ from .query_generator import AudioQueryGenerator
 from .transformer import AVSTransformer
 
 MaskMLPMode = Literal["folded", "reference"]
+
+#: Stride of the first backbone level: the mask feature's; ``fc`` upsamples it 4x back
+#: to the input resolution.
+MASK_STRIDE = 4
 
 
 def _project(in_channels: int, dim: int, groups: int) -> nn.Sequential:
@@ -111,7 +115,9 @@ class AVSegHead(nn.Module):
     """The AVSegFormer head (authors' state-dict layout under ``head.*``).
 
     Args:
-        in_channels: channels of the four backbone levels (strides 4, 8, 16, 32).
+        in_channels: channels of the backbone levels, as the backbone declares them (at
+            least two: level 0 at stride :data:`MASK_STRIDE` makes the mask feature,
+            levels 1.. feed the deformable encoder, whose ``num_levels`` is one less).
         num_classes: output channels of the logits (1 for S4/MS3, 71 for AVSS).
         query_generator: audio query generator (``query_generator.*``).
         transformer: deformable encoder + decoder (``transformer.*``).
@@ -147,8 +153,10 @@ class AVSegHead(nn.Module):
         mlp_mode: MaskMLPMode = "folded",
     ) -> None:
         super().__init__()
-        if len(in_channels) != 4:
-            raise ValueError(f"AVSegHead needs 4 backbone levels, got in_channels={in_channels}")
+        if len(in_channels) < 2:
+            raise ValueError(
+                f"AVSegHead needs at least 2 backbone levels, got in_channels={in_channels}"
+            )
         num_levels = len(in_channels) - 1
         self.embed_dim = embed_dim
         self.num_classes = num_classes
@@ -201,7 +209,8 @@ class AVSegHead(nn.Module):
         """Predict mask logits.
 
         Args:
-            features: four levels ``[B, C_i, H/4, W/4] ... [B, C_i, H/32, W/32]``.
+            features: the backbone levels ``[B, C_0, H/4, W/4], [B, C_i, H/s_i, W/s_i]...``
+                (as many as ``in_channels``).
             audio: ``[B, 1, C]`` projected audio token of each frame.
 
         Returns:

@@ -11,11 +11,17 @@ depth rises linearly from 0 to ``drop_path_rate`` over all blocks (training only
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .registry import MappedWeights, register_backbone
+
+if TYPE_CHECKING:
+    from ...zoo import ModelConfig
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -190,3 +196,32 @@ class PyramidVisionTransformerV2(nn.Module):
 def pvt_v2_b5(drop_path_rate: float = 0.1) -> PyramidVisionTransformerV2:
     """PVTv2-B5: dims 64/128/320/512, heads 1/2/5/8, depths 3/6/40/3, SR 8/4/2/1."""
     return PyramidVisionTransformerV2(drop_path_rate=drop_path_rate)
+
+
+# ----------------------------------------------------------------------------- registry
+def _is_pvt_v2(keys: Collection[str]) -> bool:
+    """A PVTv2 ImageNet state dict (``pvt_v2_b5.pth``)."""
+    return "patch_embed1.proj.weight" in keys
+
+
+def pvt_v2_filter(state: Mapping[str, torch.Tensor], own_keys: Collection[str]) -> MappedWeights:
+    """PVTv2 ImageNet weights keep their names; the classifier ``head.*`` is ignored."""
+    ignored = sorted(k for k in state if k.startswith("head."))
+    return MappedWeights({k: v for k, v in state.items() if k not in ignored}, ignored)
+
+
+def _build_pvt_v2_b5(cfg: ModelConfig) -> PyramidVisionTransformerV2:
+    return pvt_v2_b5(drop_path_rate=cfg.drop_path_rate)
+
+
+register_backbone(
+    "pvt_v2_b5",
+    build=_build_pvt_v2_b5,
+    channels=(64, 128, 320, 512),
+    strides=(4, 8, 16, 32),
+    checkpoint_filter=pvt_v2_filter,
+    pretrained_layout="pvt_v2",
+    recognises=_is_pvt_v2,
+    signature_key="block1.0.attn.q.weight",
+    title="PVTv2-B5",
+)

@@ -16,12 +16,19 @@ fastest; the outputs are ordinary NCHW tensors with channels-last strides.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ...errors import ConfigError
 from ..precision import float32_island
+from .registry import MappedWeights, register_backbone
+
+if TYPE_CHECKING:
+    from ...zoo import ModelConfig
 
 
 def _conv_bn(
@@ -176,3 +183,83 @@ def resnet50_two_branch(keep_second_branch: bool = True, float32_stages: int = 0
 def resnet_basic(widths: Sequence[int], depths: Sequence[int]) -> ResNet:
     """A light ResNet of basic blocks (channels = ``widths``), stem as wide as stage 1."""
     return ResNet(BasicBlock, widths=widths, depths=depths, stem_width=widths[0])
+
+
+# ----------------------------------------------------------------------------- registry
+#: Every ResNet here returns four levels at these strides (stem /4, then /2 per stage).
+RESNET_STRIDES = (4, 8, 16, 32)
+
+# torchvision's layer3/layer4 names fill both of the authors' branches (_1 and _2).
+_TWO_BRANCH = re.compile(r"^(layer[34])_[12]\.")
+
+
+def _is_torchvision_resnet(keys: Collection[str]) -> bool:
+    """A torchvision ResNet state dict (``resnet50-19c8e357.pth``)."""
+    return {"conv1.weight", "layer1.0.conv1.weight", "layer4.0.conv1.weight"} <= set(keys)
+
+
+def torchvision_resnet_filter(
+    state: Mapping[str, torch.Tensor], own_keys: Collection[str]
+) -> MappedWeights:
+    """Map torchvision ResNet-50 weights onto the authors' two-branch ResNet-50.
+
+    ``layer3``/``layer4`` fill both ``layer3_1``/``layer3_2`` (and ``layer4_*``), as the
+    authors' training initialised both branches from them; the classifier ``fc`` is
+    ignored. File entries the backbone has no place for are returned as ``unused``.
+    """
+    ignored = sorted(k for k in state if k.startswith("fc."))
+    mapped: dict[str, torch.Tensor] = {}
+    for key in own_keys:
+        source = _TWO_BRANCH.sub(r"\1.", key)
+        if source in state:
+            mapped[key] = state[source]
+    used = {_TWO_BRANCH.sub(r"\1.", k) for k in mapped}
+    unused = sorted(k for k in state if k not in used and k not in ignored)
+    return MappedWeights(mapped, ignored, unused)
+
+
+def _build_res50(cfg: ModelConfig) -> ResNet:
+    # Under bfloat16 autocast a ResNet-50 drifts far enough to move mask borders
+    # (binary-mask IoU against float32 on the parity inputs: 0.987 all in bfloat16,
+    # 0.9905 with the stem and layer1 in float32 (19% of its FLOPs, memory-bound
+    # anyway), 0.9925 all in float32). PVTv2 stays at 0.995 in bfloat16.
+    return resnet50_two_branch(keep_second_branch=cfg.keep_unused_modules, float32_stages=1)
+
+
+def _check_basic_stages(cfg: ModelConfig) -> None:
+    if len(cfg.backbone_widths) != 4 or len(cfg.backbone_depths) != 4:
+        raise ConfigError(
+            "backbone 'resnet_basic' needs 4 backbone_widths and 4 backbone_depths, got "
+            f"{cfg.backbone_widths} and {cfg.backbone_depths}"
+        )
+
+
+def _build_resnet_basic(cfg: ModelConfig) -> ResNet:
+    _check_basic_stages(cfg)
+    return resnet_basic(cfg.backbone_widths, cfg.backbone_depths)
+
+
+def _resnet_basic_channels(cfg: ModelConfig) -> tuple[int, ...]:
+    _check_basic_stages(cfg)
+    return tuple(w * BasicBlock.expansion for w in cfg.backbone_widths)
+
+
+register_backbone(
+    "res50",
+    build=_build_res50,
+    channels=tuple(w * Bottleneck.expansion for w in (64, 128, 256, 512)),
+    strides=RESNET_STRIDES,
+    checkpoint_filter=torchvision_resnet_filter,
+    pretrained_layout="torchvision_resnet50",
+    recognises=_is_torchvision_resnet,
+    signature_key="layer3_1.0.conv1.weight",
+    title="ResNet-50",
+)
+register_backbone(
+    "resnet_basic",
+    build=_build_resnet_basic,
+    channels=_resnet_basic_channels,
+    strides=RESNET_STRIDES,
+    signature_key="layer1.0.conv1.weight",
+    title="light ResNet",
+)
