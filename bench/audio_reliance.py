@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from avsegformer.checkpoint import load_checkpoint
-from avsegformer.commands._common import config_for_checkpoint
+from avsegformer.checkpoint import load_checkpoint, read_checkpoint
+from avsegformer.configuration import resolve_config
 from avsegformer.data import PixelNorm, build_dataset
 from avsegformer.engine.evaluator import AUDIO_MODES, evaluate
 from avsegformer.engine.metrics import AVSSMetric, BinaryMetric
@@ -144,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    config = config_for_checkpoint(args.config, args.overrides, args.checkpoint)
+    config = resolve_config(
+        args.config,
+        args.overrides,
+        checkpoint=args.checkpoint,
+        recorded=read_checkpoint(args.checkpoint).config,
+        name_option="CONFIG",
+    ).config
     dataset = build_dataset(
         config.task,
         args.data_root,

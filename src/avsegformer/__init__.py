@@ -35,6 +35,8 @@ _LAZY = {
     "Predictor": "avsegformer.predictor",
     "optimize": "avsegformer.modeling.optimize",
     "download": "avsegformer.hub",
+    "Precision": "avsegformer.settings",
+    "resolve_config": "avsegformer.configuration",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .configuration import resolve_config
 from .errors import (
     CheckpointError,
     CheckpointMismatchError,
@@ -427,6 +428,14 @@ def _suggest_configs(state: Mapping[str, torch.Tensor]) -> list[str]:
     return matches
 
 
+def _weights_hint(contents: CheckpointContents) -> str:
+    """Which registered configurations a file's weights fit, in words (for messages)."""
+    candidates = _suggest_configs(contents.state_dict)
+    if candidates:
+        return f"it matches: {', '.join(candidates)}"
+    return f"it holds {describe_state_dict(contents.state_dict)} ({contents.format} file)"
+
+
 def _compare_shapes(
     expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]
 ) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
@@ -755,11 +764,13 @@ def build_model_from_checkpoint(
     """Build the model a checkpoint was saved from and load it (eval mode).
 
     The configuration comes from our file's metadata; for foreign files (the authors'
-    ``.pth``) pass ``name`` (e.g. ``"res50_s4"``). An explicit ``name`` overrides the
-    recorded configuration. ``keep_unused_modules=False`` builds the model without the
-    modules the forward never runs (:data:`UNUSED_PREFIXES`; 92 MB of ResNet-50
-    weights) and skips their entries in the file: for inference. ``None`` keeps what
-    the configuration says.
+    ``.pth``) pass ``name`` (e.g. ``"res50_s4"``). A ``name`` other than the recorded
+    one builds that configuration when its network is the recorded one (an error
+    otherwise); the recorded name itself keeps the record (rules:
+    :func:`avsegformer.configuration.resolve_config`). ``keep_unused_modules=False``
+    builds the model without the modules the forward never runs
+    (:data:`UNUSED_PREFIXES`; 92 MB of ResNet-50 weights) and skips their entries in the
+    file: for inference. ``None`` keeps what the configuration says.
 
     The file's keys and shapes are compared with the model built on the ``meta`` device
     before the model is built for real, so nothing is allocated for a file that does not
@@ -772,28 +783,12 @@ def build_model_from_checkpoint(
     """
     path = Path(path)
     contents = read_checkpoint(path)
-    if name is not None:
-        config: Config = get_config(name)
-        recorded = contents.config
-        if recorded is not None and recorded.name != name and recorded.model != config.model:
-            raise CheckpointMismatchError(
-                f"{path} holds a {recorded.name!r} model, not a {name!r} one",
-                hint="leave out name= to build the model the file records",
-                cli_hint=f"drop --model: the checkpoint records {recorded.name}",
-            )
-    elif contents.config is not None:
-        config = contents.config
-    else:
-        candidates = _suggest_configs(contents.state_dict)
-        hint = (
-            f"it matches: {', '.join(candidates)}"
-            if candidates
-            else f"it holds {describe_state_dict(contents.state_dict)}"
-        )
-        raise CheckpointError(
-            f"{path} does not record its configuration ({contents.format} file); "
-            f"pass name=... ({hint})"
-        )
+    config = resolve_config(
+        name,
+        checkpoint=path,
+        recorded=contents.config,
+        weights_hint=lambda: _weights_hint(contents),
+    ).config
     if keep_unused_modules is not None:
         config = config.with_overrides({"model.keep_unused_modules": keep_unused_modules})
     # Keys and shapes first, on the meta device: a file that does not fit costs nothing.

@@ -98,6 +98,7 @@ from .modeling.audio_encoders import audio_front_end
 from .modeling.audio_frontend import VGGISH_LOG_MEL
 from .modeling.avsegformer import check_model_inputs
 from .render import resize_mask
+from .settings import Precision, check_img_size
 
 __all__ = [
     "AUDIO_WINDOW_SAMPLES",
@@ -122,7 +123,6 @@ AUDIO_WINDOW_SAMPLES = VGGISH_LOG_MEL.window_samples  # 15600
 AUDIO_WINDOW_SECONDS = AUDIO_WINDOW_SAMPLES / SAMPLE_RATE  # 0.975
 #: Audio is streamed from files in chunks of this many seconds (memory vs call overhead).
 _AUDIO_CHUNK_SECONDS = 1.0
-_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: Class names of binary (S4/MS3) models: id 1 is "whatever is sounding".
 BINARY_CLASS_NAMES = ("background", "sounding")
 
@@ -592,7 +592,8 @@ class Predictor:
         device: "cpu", "cuda", "cuda:1"...; default CUDA when available, else CPU.
         dtype: ``torch.float32``, or ``torch.bfloat16`` (CPU or CUDA) / ``torch.float16``
             (CUDA) to run the model under autocast (parts the model keeps in float32
-            stay so).
+            stay so); any :class:`~avsegformer.settings.Precision` or spelling of one
+            (``"bf16"``, ``"auto"``: bfloat16 on CUDA, float32 elsewhere) is taken too.
         img_size: square side frames are resized to (a multiple of 32); default
             ``model.config.data.img_size``.
         batch_size: samples per forward pass (memory grows with it: with overlays a batch
@@ -615,16 +616,13 @@ class Predictor:
         model: torch.nn.Module,
         *,
         device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | Precision | str = torch.float32,
         img_size: int | None = None,
         batch_size: int = 1,
         optimize: bool = True,
         cuda_graphs: bool | None = None,
     ) -> None:
-        if dtype not in _SUPPORTED_DTYPES:
-            raise ConfigError(
-                f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}"
-            )
+        precision = Precision.parse(dtype, option="dtype")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         config = getattr(model, "config", None)
@@ -632,13 +630,11 @@ class Predictor:
             if config is None:
                 raise ConfigError("the model has no config: pass img_size=...")
             img_size = int(config.data.img_size)
-        if img_size <= 0 or img_size % 32:
-            raise ConfigError(f"img_size must be a positive multiple of 32, got {img_size}")
+        check_img_size(img_size, "img_size")
         self.device = torch.device(
             device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         )
-        if dtype == torch.float16 and self.device.type != "cuda":
-            raise ConfigError("float16 autocast needs a CUDA device; use bfloat16 or float32")
+        autocast_dtype = precision.compute_dtype(self.device)  # fp16 on a CPU: ConfigError
         self.model = model.to(self.device).eval()
         self.audio_front_end = audio_front_end(model)
         self.audio_window = round(self.audio_front_end.window_seconds * SAMPLE_RATE)
@@ -646,9 +642,9 @@ class Predictor:
             from .modeling.optimize import optimize as optimize_model
 
             graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-            optimize_model(self.model, self.device, dtype, cuda_graphs=graphs)
+            optimize_model(self.model, self.device, autocast_dtype, cuda_graphs=graphs)
         self.config = config
-        self.dtype = dtype
+        self.dtype = autocast_dtype
         self.img_size = img_size
         self.batch_size = batch_size
         self.geometry = Geometry("resize", img_size)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .settings import Precision, check_img_size
 
 # Pixel statistics belong to each backbone (its registration); these names stay for
 # old imports.
@@ -184,10 +185,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_limits(self, "data")
         # The backbone's total stride: caught here, before any data is read.
-        if self.img_size <= 0 or self.img_size % 32:
-            raise ConfigError(
-                f"data.img_size must be a positive multiple of 32, got {self.img_size}"
-            )
+        check_img_size(self.img_size, "data.img_size")
 
 
 @dataclass(frozen=True)
@@ -208,8 +206,8 @@ class TrainConfig:
     eval_start_epoch: int = limited(0, 0)
     eval_every: int = limited(1, 1)
     num_workers: int = limited(2, 0)
-    # "auto": bfloat16 autocast on CUDA, float32 on CPU.
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # "auto": bfloat16 autocast on CUDA, float32 on CPU (saved as its short name).
+    precision: Precision = Precision.AUTO
     grad_clip: float = limited(0.0, 0)
     seed: int = limited(123, 0)
     # BatchNorm with small per-process batches: "freeze_bn" keeps every BN layer (the
@@ -234,6 +232,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_limits(self, "train")
+        # Any spelling (TrainConfig(precision="bfloat16")) is stored as the one member.
+        object.__setattr__(
+            self, "precision", Precision.parse(self.precision, option="train.precision")
+        )
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,8 @@ def _field_type(cls: type, name: str) -> Any:
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Convert ``value`` (often a string from the command line) to ``annotation``."""
+    if annotation is Precision:
+        return Precision.parse(value, option=key)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is Literal:

@@ -1,64 +1,14 @@
-"""Pieces shared by the sub-commands: configuration lookup, devices."""
+"""Pieces shared by the sub-commands: their common options, devices, JSON output."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from ..finite import json_safe
-from ..zoo import Config, get_config
-
-
-def resolve_config(spec: str, overrides: list[str] | None = None) -> Config:
-    """A registered configuration name, or a ``config.json`` written by ``train``."""
-    path = Path(spec)
-    if spec.endswith(".json") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"{path}: configuration file not found")
-        try:
-            config = Config.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    else:
-        config = get_config(spec)
-    return config.with_overrides(overrides or [])
-
-
-def config_for_checkpoint(spec: str | None, overrides: list[str] | None, checkpoint: str) -> Config:
-    """The configuration to evaluate ``checkpoint`` with.
-
-    When the checkpoint records a configuration of the same name (files written by
-    ``avsegformer train`` / ``save_checkpoint``), that record wins over the registered
-    defaults, so a model trained with ``--set img_size=128`` is tested at 128; the
-    user's ``overrides`` apply on top. Without ``spec`` the recorded configuration is
-    used (an error for files that record none, such as the authors' ``.pth``). A record
-    of another architecture is an error.
-    """
-    from ..checkpoint import read_checkpoint
-    from ..errors import CheckpointMismatchError
-
-    recorded = read_checkpoint(checkpoint).config
-    if spec is None:
-        if recorded is None:
-            raise ConfigError(
-                f"{checkpoint} does not record its configuration: name it, e.g. "
-                "`avsegformer test res50_s4 --checkpoint ...` (see `avsegformer models`)"
-            )
-        return recorded.with_overrides(overrides or [])
-    config = resolve_config(spec, overrides)
-    if recorded is None:
-        return config
-    if recorded.name == config.name:
-        return recorded.with_overrides(overrides or [])
-    if recorded.model != config.model:
-        raise CheckpointMismatchError(
-            f"{checkpoint} holds a {recorded.name!r} model, which is not the "
-            f"architecture of {config.name!r}; pass `{recorded.name}` as CONFIG"
-        )
-    return config
+from ..settings import Precision, accepted_precisions
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
@@ -80,19 +30,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, optional: bool = Fa
 
 
 #: The one precision vocabulary of every command (``auto``: bf16 on CUDA, fp32 elsewhere).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Older spellings (torch dtype names) still accepted.
-_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+PRECISIONS = tuple(Precision)
 
 
-def precision_value(text: str) -> str:
-    """argparse type: a precision name (the torch dtype spellings are accepted too)."""
-    value = _PRECISION_ALIASES.get(text, text)
-    if value not in PRECISIONS:
+def precision_value(text: str) -> Precision:
+    """argparse type: a precision in any spelling :class:`Precision` accepts."""
+    try:
+        return Precision.parse(text)
+    except ConfigError:  # argparse names the option itself
         raise argparse.ArgumentTypeError(
-            f"invalid precision {text!r} (choose from {', '.join(PRECISIONS)})"
-        )
-    return value
+            f"invalid precision {text!r} (choose from {accepted_precisions()})"
+        ) from None
 
 
 def add_precision_argument(

@@ -51,8 +51,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: The command line's precision names -> the torch dtype names the JSON records.
-PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Environment that caps each library's kernels at one instruction set (read at start-up).
 _ISA_ENVIRONMENT = {
     "native": {},
@@ -187,13 +185,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_case(text: str) -> tuple[int, int]:
     """``"224x40"`` -> ``(224, 40)`` (frame side, frames per forward)."""
     from avsegformer.errors import ConfigError
+    from avsegformer.settings import check_img_size
 
     try:
         size, frames = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"case {text!r} is not SIZExFRAMES, e.g. 224x40") from None
-    if size <= 0 or size % 32 or frames < 1:
-        raise ConfigError(f"case {text!r}: size must be a positive multiple of 32, frames >= 1")
+    check_img_size(size, f"case {text!r}: size")
+    if frames < 1:
+        raise ConfigError(f"case {text!r}: frames must be >= 1, got {frames}")
     return size, frames
 
 
@@ -209,10 +209,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from avsegformer.errors import ConfigError
+    from avsegformer.settings import Precision
 
     if "auto" in args.precision:
         raise ConfigError("bench measures named precisions: fp32, bf16 or fp16, not auto")
-    args.dtypes = [PRECISION_DTYPES[p] for p in args.precision]
+    # The torch dtype names the JSON records.
+    args.dtypes = [str(Precision.parse(p).dtype).removeprefix("torch.") for p in args.precision]
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     for device in devices:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import require_checkpoint_file
-from ..errors import AVSegFormerError, CheckpointError, MissingFileError
+from ..errors import AVSegFormerError, MissingFileError
 from ..fileio import check_writable, file_sha256, os_error_text, sweep_stale_temporaries
 
 # The pipeline for one video is a library module (demo and serve call it too); its names
@@ -279,20 +279,15 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device is None and world > 1 and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    from ..engine.evaluator import resolve_precision
-
     chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = resolve_precision(chosen, args.precision) or torch.float32
-    try:
-        predictor = Predictor.from_checkpoint(
-            checkpoint, args.model, device=chosen, dtype=dtype, batch_size=args.frames_per_batch
-        )
-    except CheckpointError as error:
-        if args.model is None and "name=" in str(error):  # the library's wording
-            raise CheckpointError(
-                str(error).replace("pass name=...", "pass --model NAME")
-            ) from None
-        raise
+    # A file that records no configuration: the error's command-line hint names --model.
+    predictor = Predictor.from_checkpoint(
+        checkpoint,
+        args.model,
+        device=chosen,
+        dtype=args.precision,
+        batch_size=args.frames_per_batch,
+    )
     checkpoint_record = {
         "path": str(checkpoint),
         "absolute_path": str(checkpoint.resolve()),

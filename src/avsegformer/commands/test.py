@@ -23,7 +23,6 @@ from ._common import (
     add_precision_argument,
     add_skip_bad_clips_argument,
     add_workers_argument,
-    config_for_checkpoint,
     write_json_output,
 )
 
@@ -79,10 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, read_checkpoint
+    from ..configuration import resolve_config
     from ..data import PixelNorm, build_dataset
     from ..engine import dist
-    from ..engine.evaluator import evaluate, resolve_precision
+    from ..engine.evaluator import evaluate
     from ..engine.loading import report_skipped
     from ..fileio import check_writable
     from ..modeling.build import build_model
@@ -106,7 +106,13 @@ def run(args: argparse.Namespace) -> int:
             check_writable(args.json, what="--json file")
         if args.save_masks:
             check_writable(args.save_masks, what="--save-masks folder", folder=True)
-        config = config_for_checkpoint(args.config, args.overrides, args.checkpoint)
+        config = resolve_config(
+            args.config,
+            args.overrides,
+            checkpoint=args.checkpoint,
+            recorded=read_checkpoint(args.checkpoint).config,
+            name_option="CONFIG",
+        ).config
         # Evaluation never runs the authors' unused modules: do not hold them in memory.
         model = build_model(config.with_overrides({"model.keep_unused_modules": False}))
         report = load_checkpoint(model, args.checkpoint)
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         optimize(
             model,
             device,
-            resolve_precision(device, args.precision),
+            args.precision.resolve(device),
             cuda_graphs=device.type == "cuda" and not args.no_cuda_graphs,
         )
         # The model's audio front end converts the dataset's audio files.

@@ -15,7 +15,6 @@ from ._common import (
     add_precision_argument,
     add_skip_bad_clips_argument,
     add_workers_argument,
-    resolve_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..configuration import resolve_config
     from ..engine import dist
     from ..engine.loading import report_skipped
     from ..engine.trainer import Trainer, TrainOptions
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"num_workers={args.workers}")
         if args.precision is not None:
             overrides.append(f"precision={args.precision}")
-        config = resolve_config(args.config, overrides)
+        config = resolve_config(args.config, overrides, name_option="CONFIG").config
         out = Path(args.out) if args.out else Path("runs") / config.name
         dataset_options = {}
         if args.audio_policy:

@@ -37,6 +37,7 @@ from ..errors import ConfigError, NonFiniteError
 from ..modeling.audio_encoders import audio_front_end
 from ..modeling.audio_frontend import VGGISH_LOG_MEL, AudioFrontEnd
 from ..progress import track
+from ..settings import Precision
 from . import dist
 from .loading import BadClipPolicy, GuardedDataset, guarded_collate, merge_skipped, video_id_of
 from .metrics import AVSSMetric, BinaryMetric
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 AudioMode = Literal["matched", "zero", "noise", "shuffled"]
 AUDIO_MODES: tuple[str, ...] = ("matched", "zero", "noise", "shuffled")
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @dataclass
@@ -196,31 +196,6 @@ noise_log_mel = noise_examples
 
 
 # ---------------------------------------------------------------------------- evaluation
-def autocast_context(device: torch.device, precision: Precision) -> Any:
-    """Autocast for ``precision`` (``"auto"``: bfloat16 on CUDA, float32 elsewhere)."""
-    dtype = resolve_precision(device, precision)
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def resolve_precision(device: torch.device, precision: Precision) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (``None`` = plain float32)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        return torch.float16
-    raise ConfigError(f"unknown precision {precision!r}; expected auto, fp32, bf16 or fp16")
-
-
 def _collate_indexed(items: list[tuple[int, AVSample]]) -> tuple[torch.Tensor, AVBatch]:
     indices = torch.tensor([i for i, _ in items], dtype=torch.long)
     return indices, collate([s for _, s in items])
@@ -289,7 +264,7 @@ def evaluate(
     metric_mode: Literal["avsbench", "invariant"] = "avsbench",
     videos_per_group: int = 2,
     audio_mode: AudioMode = "matched",
-    precision: Precision = "auto",
+    precision: Precision | str = Precision.AUTO,
     save_masks: str | os.PathLike[str] | None = None,
     avss_mask_size: tuple[int, int] | None = (360, 240),
     num_workers: int = 0,
@@ -306,7 +281,8 @@ def evaluate(
         batch_size: videos per forward pass (does not change the scores).
         metric_mode, videos_per_group: S4/MS3 F-score convention (see module docstring).
         audio_mode: ``"matched"``, ``"zero"``, ``"noise"`` or ``"shuffled"``.
-        precision: ``"auto"`` (bfloat16 on CUDA, float32 on CPU), ``"fp32"``, ``"bf16"``.
+        precision: a :class:`~avsegformer.settings.Precision` or any of its spellings:
+            ``"auto"`` (bfloat16 on CUDA, float32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
         save_masks: folder for the predicted masks, named and coloured as the official
             scripts save them (``pred_masks``-style tree, see :func:`save_prediction_masks`).
         avss_mask_size: (width, height) AVSS masks are saved at (the reference's
@@ -325,6 +301,8 @@ def evaluate(
     if task not in ("s4", "ms3", "avss"):
         raise ConfigError(f"unknown task {task!r}")
     device = next(model.parameters()).device
+    precision = Precision.parse(precision, option="precision")
+    precision.resolve(device)  # fp16 on a CPU fails here, before any data is read
     model.eval()
     metric: BinaryMetric | AVSSMetric
     if task == "avss":
@@ -359,7 +337,7 @@ def evaluate(
         batch = batch.to(device)
         frames, audio, temporal_mask = model_inputs(batch, task)
         t0 = time.perf_counter()
-        with autocast_context(device, precision):
+        with precision.autocast(device):
             logits = model(frames, audio, temporal_mask).logits
         logits = logits.float()
         if not bool(torch.isfinite(logits).all()):

@@ -60,6 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
+from ..configuration import resolve_config
 from ..data import PixelNorm, build_dataset, collate
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputExistsError
 from ..fileio import atomic_write_text, check_writable, remove_path, sweep_stale_temporaries
@@ -72,10 +73,8 @@ from ..zoo import Config
 from . import dist
 from .evaluator import (
     EvalResult,
-    autocast_context,
     evaluate,
     model_inputs,
-    resolve_precision,
 )
 from .loading import (
     BadClipPolicy,
@@ -248,7 +247,10 @@ class Trainer:
                 raise CheckpointError(
                     f"{last} is not a training state written by avsegformer train"
                 )
-            config = self._resumed_config(config, last, saved)
+            resolved = resolve_config(config, checkpoint=last, recorded=saved.config, resume=True)
+            for note in resolved.notes:
+                logger.warning("%s", note)
+            config = resolved.config
         if options.max_steps is not None and options.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {options.max_steps}")
         self.config = config
@@ -297,7 +299,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LearningRateSchedule(cfg.scheduler, cfg.warmup_steps, self.total_steps)
         )
-        self.autocast_dtype = resolve_precision(self.device, cfg.precision)
+        self.autocast_dtype = cfg.precision.resolve(self.device)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.autocast_dtype == torch.float16
         )
@@ -356,18 +358,14 @@ class Trainer:
             report = load_checkpoint(model, path)
             if self.info.is_main:
                 logger.info("%s", report)
-        # Modules the forward never uses stay in the state dict (strict loading of the
-        # authors' files) but must not be optimised: DDP would wait for their gradients.
-        for name, param in model.named_parameters():
-            if name.startswith(UNUSED_PREFIXES):
-                param.requires_grad_(False)
+        _freeze_unused_modules(model)
         if self.config.train.sync_bn and self.info.world_size > 1:
             if self.device.type != "cuda":
                 raise ConfigError("train.sync_bn needs CUDA; on CPU use train.freeze_bn=true")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # Training forms and float32 islands for the device (Triton deformable
         # attention on CUDA); the modules stay the plain, autograd-exact ones.
-        dtype = resolve_precision(self.device, self.config.train.precision)
+        dtype = self.config.train.precision.resolve(self.device)
         return optimize(model, self.device, dtype, for_training=True)
 
     def _dataset(self, split: str) -> Dataset:
@@ -442,27 +440,6 @@ class Trainer:
                 cfg.lr,
             )
 
-    def _resumed_config(self, requested: Config, last: Path, contents: Any) -> Config:
-        saved = contents.config
-        if saved is None:
-            raise CheckpointError(f"{last} records no configuration; cannot resume from it")
-        if saved.name != requested.name:
-            raise ConfigError(
-                f"{last} was trained as {saved.name!r}, not {requested.name!r}; "
-                f"resume with the same configuration or use another --out"
-            )
-        if dataclasses.replace(saved, train=requested.train) != requested:
-            logger.warning("resuming with the saved configuration; model/data overrides ignored")
-        if saved.train != requested.train:
-            changed = {
-                k: v
-                for k, v in dataclasses.asdict(requested.train).items()
-                if getattr(saved.train, k) != v
-            }
-            logger.warning("resuming with changed training settings: %s", changed)
-            return dataclasses.replace(saved, train=requested.train)
-        return saved
-
     # ------------------------------------------------------------------ model phases
     def _set_phase(self, epoch: int) -> nn.Module:
         """Freeze or unfreeze the backbone for ``epoch`` and (re)wrap in DDP if needed."""
@@ -470,9 +447,7 @@ class Trainer:
         if self._wrapped is not None and self._wrapped_frozen == frozen:
             return self._wrapped
         self.model.freeze_backbone(frozen)  # type: ignore[operator]
-        for name, param in self.model.named_parameters():
-            if name.startswith(UNUSED_PREFIXES):
-                param.requires_grad_(False)
+        _freeze_unused_modules(self.model)  # unfreezing the backbone unfroze them too
         wrapped: nn.Module = self.model
         if self.info.world_size > 1:
             # DDP only tracks parameters that require grad when it is built, hence a new
@@ -642,7 +617,7 @@ class Trainer:
             frames, audio, target, flags = frames[keep], audio[keep], target[keep], flags[keep]
             if temporal_mask is not None:
                 temporal_mask = temporal_mask[keep]
-        with autocast_context(self.device, self.config.train.precision):
+        with self.config.train.precision.autocast(self.device):
             out = net(frames, audio, temporal_mask)
         loss, parts = self.criterion(out.logits.float(), out.mask_feature.float(), target, flags)
         self.optimizer.zero_grad(set_to_none=True)
@@ -966,9 +941,23 @@ def optimised_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [
         p
         for name, p in model.named_parameters()
-        if not name.startswith(UNUSED_PREFIXES)
-        and not (frozen_audio and name.startswith("vggish."))
+        if not _is_unused(name) and not (frozen_audio and name.startswith("vggish."))
     ]
+
+
+def _is_unused(name: str) -> bool:
+    """Whether parameter ``name`` belongs to a module the forward never runs
+    (:data:`~avsegformer.checkpoint.UNUSED_PREFIXES`)."""
+    return name.startswith(UNUSED_PREFIXES)
+
+
+def _freeze_unused_modules(model: nn.Module) -> None:
+    """No gradient for the modules the forward never uses: they stay in the state dict
+    (strict loading of the authors' files) but must not be optimised, and DDP would wait
+    for their gradients."""
+    for name, param in model.named_parameters():
+        if _is_unused(name):
+            param.requires_grad_(False)
 
 
 class LearningRateSchedule:

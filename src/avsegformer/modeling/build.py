@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..configuration import resolve_config
 from ..errors import ConfigError
-from ..zoo import Config, DataConfig, ModelConfig, TrainConfig, get_config
+from ..zoo import Config, ModelConfig
 from .audio_encoders import (
     build_audio_encoder as build_audio_encoder,  # re-exported: its former home
 )
@@ -129,28 +130,6 @@ def build_head(cfg: ModelConfig, mlp_mode: MaskMLPMode = "folded") -> AVSegHead:
     )
 
 
-def resolve_config(
-    name_or_config: str | Config | ModelConfig, overrides: dict[str, Any] | list[str] | None = None
-) -> Config:
-    """A :class:`Config` from a registered name, a ``Config`` or a bare ``ModelConfig``."""
-    if isinstance(name_or_config, str):
-        config = get_config(name_or_config)
-    elif isinstance(name_or_config, Config):
-        config = name_or_config
-    elif isinstance(name_or_config, ModelConfig):
-        config = Config(
-            name="custom",
-            model=name_or_config,
-            data=DataConfig(num_classes=name_or_config.num_classes),
-            train=TrainConfig(),
-        )
-    else:
-        raise ConfigError(
-            f"expected a model name, Config or ModelConfig, got {type(name_or_config).__name__}"
-        )
-    return config.with_overrides(overrides)
-
-
 def build_model(
     name_or_config: str | Config | ModelConfig,
     *,
@@ -177,7 +156,7 @@ def build_model(
         The model, with ``model.config`` set. The visual backbone is trainable and the
         audio encoder frozen unless ``model.freeze_audio`` is false in the configuration.
     """
-    config = resolve_config(name_or_config, overrides)
+    config = resolve_config(name_or_config, overrides).config
     cfg = config.model
     if cfg.num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {cfg.num_classes}")

@@ -165,12 +165,11 @@ class ModelCache:
     def get(self, choice: ModelChoice, precision: str) -> Any:
         """The predictor for ``choice`` at ``precision`` (built, if not the one in memory;
         precisions that mean the same dtype here, e.g. auto and fp32 on a CPU, share it)."""
-        import torch
 
-        from ..engine.evaluator import resolve_precision
         from ..predictor import Predictor
+        from ..settings import Precision
 
-        dtype = resolve_precision(self.device, precision) or torch.float32
+        dtype = Precision.parse(precision).compute_dtype(self.device)
         key = (choice.id, str(dtype).replace("torch.", ""))
         if self._key == key:
             return self._predictor
