@@ -3,7 +3,8 @@
 # the variant study, results under $OUT (default cuda_out/). Runs from the repository root
 # with the machine's own CUDA torch (PYTHONPATH=src, nothing installed). Optional:
 #   .whl/          wheels of packages the machine lacks (PyAV, soundfile, soxr, cffi, ...)
-#   .gpu/shared/   the parity fixtures (AVSEGFORMER_SHARED), when ../shared does not travel
+#   .gpu/shared/   ../shared (AVSEGFORMER_SHARED) when it does not travel: only the AVSBench
+#                  sample metadata; the parity fixtures are in tests/reference
 #   STAGES="islands bench tests variants"   which parts to run, in order
 #   CHOOSE=0       benchmark with the code's CUDA islands, not the study's choice
 set -u

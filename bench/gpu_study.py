@@ -3,14 +3,14 @@
 Runs, in one process on a CUDA device (prints JSON, also to ``--json``):
 
 * ``islands``: bfloat16 binary-mask IoU against the authors' float32 output on the
-  parity inputs (``shared/reference/parity``; the weight rule of the tests) for
+  parity inputs (``tests/reference/parity``; the weight rule of the tests) for
   candidate float32-island sets, and the bf16 forward speed of res50_s4 at 224 x 40
   with each;
 * ``variants``: forward speed of res50_s4 and pvt2_s4 (224 x 40, 512 x 20; fp32 and
   bf16) as the plain modules, optimised without CUDA graphs, optimised, optimised
   with ``grid_sample`` instead of the Triton kernel, and fp32 with TF32 products.
 
-    python bench/gpu_study.py --json study.json   # needs a GPU and ../shared
+    python bench/gpu_study.py --json study.json   # needs a GPU
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _reference import apply_weight_rule, load_fixture  # noqa: E402
+from _reference import REFERENCE_DIR, apply_weight_rule, load_fixture  # noqa: E402
 from avsegformer.commands.bench import _worker  # noqa: E402
 from avsegformer.modeling.build import build_model  # noqa: E402
 from avsegformer.modeling.optimize import optimize  # noqa: E402
 from avsegformer.modeling.precision import Float32Islands  # noqa: E402
-from conftest import REFERENCE  # noqa: E402
 
 CPU_ISLANDS = Float32Islands()
 ISLANDS = {
@@ -74,7 +73,7 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def island_iou(name: str, device: str) -> dict[str, Any]:
-    fixture = load_fixture(REFERENCE / "parity" / f"{name}.npz")
+    fixture = load_fixture(REFERENCE_DIR / "parity" / f"{name}.npz")
     model = build_model(name, overrides={"model.keep_unused_modules": False}).eval()
     apply_weight_rule(model, salt=fixture["meta"]["salt"])
     frames = torch.from_numpy(fixture["in_frames"].astype(np.float32)).to(device)

@@ -1,9 +1,11 @@
 """Shared test fixtures.
 
-The parity fixtures live in ``../shared/`` next to the project root, or in
-``/work/shared`` for a checkout elsewhere on the development machine (override with the
-environment variable ``AVSEGFORMER_SHARED``). Tests that need them are skipped, with the
-reason, when no such folder exists.
+The reference fixtures the tests compare against (the authors' code's outputs) are in
+the repository, ``tests/reference`` (see its README); a test whose fixture is missing
+fails. Other shared material (the AVSBench sample metadata) lives in ``../shared/`` next
+to the project root, or in ``/work/shared`` for a checkout elsewhere on the development
+machine (override with the environment variable ``AVSEGFORMER_SHARED``); tests that need
+it are skipped, with the reason, when no such folder exists.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from _reference import REFERENCE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +28,7 @@ def _find_shared() -> Path:
 
 
 SHARED = _find_shared()
-REFERENCE = SHARED / "reference"
+REFERENCE = REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +39,8 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_dir(shared_dir: Path) -> Path:
+def reference_dir() -> Path:
+    """``tests/reference``; prefer ``_reference.reference_path``, which names a missing file."""
     if not REFERENCE.is_dir():
-        pytest.skip(f"reference fixtures not found at {REFERENCE}")
+        pytest.fail(f"reference fixtures missing: {REFERENCE} (see tests/reference/README.md)")
     return REFERENCE

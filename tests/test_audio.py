@@ -12,6 +12,7 @@ import pytest
 import soundfile
 import torch
 
+from _reference import reference_path
 from avsegformer import audio
 from avsegformer.errors import AudioError, MissingFileError, NoAudioStreamError, VideoError
 
@@ -27,8 +28,8 @@ CASES_RESAMPLED = {
 
 
 @pytest.fixture(scope="module")
-def frontend(reference_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(reference_dir / "vggish_frontend.npz") as z:
+def frontend() -> dict[str, np.ndarray]:
+    with np.load(reference_path("vggish_frontend.npz"), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -260,9 +261,9 @@ def test_policy_silence_pads_with_silence_and_truncates():
 
 
 @pytest.mark.parametrize(("seconds", "zero_rows"), [(10.0, 0), (5.0, 5), (0.5, 10), (10.56, 0)])
-def test_reference_policy_reproduces_avss_preprocess(seconds, zero_rows, reference_dir):
+def test_reference_policy_reproduces_avss_preprocess(seconds, zero_rows):
     """avss_preprocess_behaviour.json: zero rows of the reference for each clip length."""
-    behaviour = json.loads((reference_dir / "avss_preprocess_behaviour.json").read_text())
+    behaviour = json.loads(reference_path("avss_preprocess_behaviour.json").read_text())
     recorded = behaviour["results"][f"list_of_one_{seconds:g}s_wav"]
     assert recorded["zero_rows"] == zero_rows
     wave = 0.1 * np.sin(np.arange(int(seconds * 16000)) * 0.3)
@@ -271,8 +272,8 @@ def test_reference_policy_reproduces_avss_preprocess(seconds, zero_rows, referen
     assert int((out.flatten(1) == 0).all(dim=1).sum()) == zero_rows
 
 
-def test_reference_policy_past_ten_seconds_is_a_clear_error(reference_dir, tmp_path):
-    behaviour = json.loads((reference_dir / "avss_preprocess_behaviour.json").read_text())
+def test_reference_policy_past_ten_seconds_is_a_clear_error(tmp_path):
+    behaviour = json.loads(reference_path("avss_preprocess_behaviour.json").read_text())
     assert "RuntimeError" in behaviour["results"]["list_of_one_10.6s_wav"]["error"]
     path = tmp_path / "audio.wav"
     soundfile.write(str(path), np.zeros(int(10.6 * 16000), np.int16), 16000, subtype="PCM_16")

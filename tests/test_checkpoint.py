@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from _reference import apply_weight_rule, rule_tensor
+from _reference import apply_weight_rule, load_manifest, rule_tensor
 from avsegformer.checkpoint import (
     build_model_from_checkpoint,
     detect_layout,
@@ -193,9 +193,9 @@ def test_other_class_count_gives_clear_error(tmp_path: Path) -> None:
         load_checkpoint(model, path, strict=False)
 
 
-def test_other_backbone_gives_clear_error(tmp_path: Path, reference_dir: Path) -> None:
+def test_other_backbone_gives_clear_error(tmp_path: Path) -> None:
     """pvt2 checkpoint into a res50 model: missing/unexpected keys, named backbones."""
-    manifest = json.loads((reference_dir / "manifests" / "pvt2_s4.json").read_text())
+    manifest = load_manifest("pvt2_s4")
     state = {}
     for entry in manifest["state_dict"]:
         key, shape = entry["key"], tuple(entry["shape"])

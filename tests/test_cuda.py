@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from _reference import apply_weight_rule, assert_close, load_fixture
+from _reference import apply_weight_rule, assert_close, load_fixture, reference_path
 from _triton_checks import CASES, Case, check_case, move_samples_off_pixel_centres
 from avsegformer.modeling.build import build_model
 from avsegformer.modeling.kernels import triton_available
@@ -67,8 +67,8 @@ def test_triton_kernel_forward_and_gradients(case: Case, strict_float32: None) -
 
 # ----------------------------------------------------------------- parity on CUDA
 @pytest.fixture(scope="module", params=["res50_s4", "pvt2_s4"])
-def parity(request, reference_dir) -> Iterator[dict]:
-    fixture = load_fixture(reference_dir / "parity" / f"{request.param}.npz")
+def parity(request) -> Iterator[dict]:
+    fixture = load_fixture(reference_path(f"parity/{request.param}.npz"))
     model = build_model(request.param, overrides={"model.keep_unused_modules": False})
     apply_weight_rule(model.eval(), salt=fixture["meta"]["salt"])
     frames = torch.from_numpy(fixture["in_frames"].astype(np.float32))

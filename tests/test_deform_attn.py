@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _reference import apply_weight_rule, assert_close, load_fixture
+from _reference import apply_weight_rule, assert_close, load_fixture, reference_path
 from avsegformer.modeling import deform_attn
 from avsegformer.modeling.deform_attn import (
     MultiScaleDeformableAttention,
@@ -66,8 +66,8 @@ def random_case(shapes, batch=2, queries=7, heads=3, head_dim=4, points=2, dtype
 
 
 @pytest.fixture(scope="module")
-def modules_fixture(reference_dir):
-    return load_fixture(reference_dir / "modules.npz")
+def modules_fixture():
+    return load_fixture(reference_path("modules.npz"))
 
 
 @pytest.mark.parametrize("method", METHODS)

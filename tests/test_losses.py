@@ -1,13 +1,12 @@
-"""Training losses against the authors' code (shared/reference/losses.npz)."""
+"""Training losses against the authors' code (tests/reference/losses.npz)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _reference import reference_path
 from avsegformer.engine.losses import (
     LossWeights,
     SegmentationLoss,
@@ -27,8 +26,8 @@ BINARY_CASES = [
 
 
 @pytest.fixture(scope="module")
-def ref(reference_dir: Path):
-    return np.load(reference_dir / "losses.npz")
+def ref():
+    return np.load(reference_path("losses.npz"), allow_pickle=False)
 
 
 def _leaf(array: np.ndarray) -> torch.Tensor:

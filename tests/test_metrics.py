@@ -1,14 +1,14 @@
-"""AVSBench metrics against the authors' code (shared/reference/metrics.npz) and the spec."""
+"""AVSBench metrics against the authors' code (tests/reference/metrics.npz) and the spec."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _reference import reference_path
 from avsegformer.engine.metrics import (
     AVSSMetric,
     BinaryMetric,
@@ -24,8 +24,8 @@ ATOL = 1e-6  # README: metrics within 1e-6 (cls_pc exact)
 
 
 @pytest.fixture(scope="module")
-def ref(reference_dir: Path):
-    return np.load(reference_dir / "metrics.npz")
+def ref():
+    return np.load(reference_path("metrics.npz"), allow_pickle=False)
 
 
 def _binary_batch(ref, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 import avsegformer
-from _reference import apply_weight_rule
+from _reference import apply_weight_rule, load_manifest
 from avsegformer.errors import ConfigError, InputShapeError, NonFiniteError
 from avsegformer.modeling.avsegformer import AVSegFormer, AVSegFormerOutput
 from avsegformer.modeling.head import QueryMaskMLP
@@ -42,8 +40,8 @@ def tiny() -> AVSegFormer:
 
 # ------------------------------------------------------------------ state-dict layout
 @pytest.mark.parametrize("name", OFFICIAL)
-def test_state_dict_matches_manifest(reference_dir, name: str) -> None:
-    manifest = json.loads((reference_dir / "manifests" / f"{name}.json").read_text())
+def test_state_dict_matches_manifest(name: str) -> None:
+    manifest = load_manifest(name)
     model = build_model(name, device="meta")
     state = model.state_dict()
     expected = {e["key"]: (tuple(e["shape"]), e["dtype"]) for e in manifest["state_dict"]}

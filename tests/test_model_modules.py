@@ -1,4 +1,4 @@
-"""Unit parity of single modules against ``shared/reference/modules.npz``.
+"""Unit parity of single modules against ``tests/reference/modules.npz``.
 
 Weights come from the reference weight rule under each module's key prefix in the
 ``res50_s4`` state dict, as the fixture was made.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from _reference import apply_weight_rule, assert_close, load_fixture
+from _reference import apply_weight_rule, assert_close, load_fixture, reference_path
 from avsegformer.modeling.mixer import CrossModalMixer
 from avsegformer.modeling.position_encoding import SinePositionEncoding
 from avsegformer.modeling.query_generator import AudioQueryGenerator
@@ -18,8 +18,8 @@ from avsegformer.modeling.vggish import VGGish
 
 
 @pytest.fixture(scope="module")
-def fixture(reference_dir):
-    return load_fixture(reference_dir / "modules.npz")
+def fixture():
+    return load_fixture(reference_path("modules.npz"))
 
 
 def test_sine_position_encoding(fixture) -> None:
