@@ -60,13 +60,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
-from ..data import build_dataset, collate
+from ..data import collate
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputExistsError
 from ..fileio import atomic_write_text, check_writable, remove_path, sweep_stale_temporaries
 from ..finite import json_safe
 from ..modeling.build import build_model
 from ..modeling.optimize import optimize
 from ..progress import progress_bar
+from ..tasks import get_task
 from ..zoo import Config
 from . import dist
 from .evaluator import (
@@ -85,7 +86,6 @@ from .loading import (
     merge_skipped,
     video_id_of,
 )
-from .losses import SegmentationLoss
 from .run_log import RunLogger
 from .train_state import (
     capture_rng_state,
@@ -253,7 +253,7 @@ class Trainer:
             raise ConfigError(f"max_steps must be >= 1, got {options.max_steps}")
         self.config = config
         cfg = config.train
-        self.task = config.data.task
+        self.task = get_task(config.data.task)
         world = self.info.world_size
         if cfg.batch_size % world:
             raise ConfigError(
@@ -264,8 +264,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.info.rank)
 
         self.model = self._build_model()
-        self.criterion = SegmentationLoss(
-            self.task,
+        self.criterion = self.task.loss(
             loss_type=cfg.loss_type,
             iou_loss_weight=cfg.iou_loss_weight,
             mix_loss_weight=cfg.mix_loss_weight,
@@ -375,12 +374,12 @@ class Trainer:
         options: dict[str, Any] = {"img_size": self.config.data.img_size}
         if (
             split == "train"
-            and self.task != "avss"
+            and self.task.skips_unlabelled_frames
             and self.config.train.train_frames == "labelled"
         ):
             options["skip_unlabelled_frames"] = True  # dropped before the forward anyway
         options.update(self.options.dataset_options)
-        dataset = build_dataset(self.task, self.options.data_root, split, **options)
+        dataset = self.task.dataset(self.options.data_root, split, **options)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise DataError(f"the {split} split under {self.options.data_root} has no videos")
         return dataset
@@ -631,7 +630,7 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         frames, audio, temporal_mask = model_inputs(batch, self.task)
         target = batch.masks.flatten(0, 1)
-        flags = None if self.task == "ms3" else batch.gt_flags.flatten()
+        flags = self.task.loss_frame_flags(batch)
         if self.config.train.audio == "zero":
             audio = torch.full_like(audio, SILENCE_LOG_MEL)
         if self.config.train.train_frames == "labelled" and flags is not None:
@@ -836,7 +835,7 @@ class Trainer:
         result = evaluate(
             self.model,
             self.val_set,
-            task=self.task,
+            task=self.task.name,
             batch_size=max(1, cfg.eval_batch_size // self.info.world_size),
             videos_per_group=cfg.eval_batch_size,
             audio_mode=cfg.audio,
