@@ -168,7 +168,6 @@ class DataConfig:
     task: Task = "s4"
     img_size: int = limited(512, 32, MAX_IMG_SIZE)
     frames_per_clip: int = limited(5, 1)
-    num_classes: int = limited(1, 1)
 
     def __post_init__(self) -> None:
         check_limits(self, "data")
@@ -269,10 +268,6 @@ class Config:
                 top[name] = typed
             else:
                 sections[section][name] = typed
-        # img_size and num_classes live where the pipeline and the network read them;
-        # keep the duplicated num_classes consistent.
-        if "num_classes" in sections["model"] and "num_classes" not in sections["data"]:
-            sections["data"]["num_classes"] = sections["model"]["num_classes"]
         return replace(
             self,
             model=replace(self.model, **sections["model"]),
@@ -282,6 +277,8 @@ class Config:
         )
 
     def _resolve_key(self, key: str) -> tuple[str | None, str]:
+        if key == "data.num_classes":  # where older records kept a copy of it
+            return "model", "num_classes"
         if "." in key:
             section, name = key.split(".", 1)
             if section not in ("model", "data", "train"):
@@ -297,8 +294,6 @@ class Config:
             for s in ("model", "data", "train")
             if key in {f.name for f in fields(getattr(self, s))}
         ]
-        if key == "num_classes":
-            return "model", key
         if len(owners) == 1:
             return owners[0], key
         if not owners and key in ("description", "source"):
@@ -324,10 +319,19 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> Config:
         """Rebuild a configuration saved by :meth:`to_dict` (unknown keys are errors)."""
         try:
+            model = _dataclass_from_dict(ModelConfig, d["model"])
+            data = dict(d["data"])
+            # Records written before the task registry kept a copy of num_classes here.
+            legacy_classes = data.pop("num_classes", model.num_classes)
+            if legacy_classes != model.num_classes:
+                raise ConfigError(
+                    f"malformed configuration record: data.num_classes={legacy_classes} but "
+                    f"model.num_classes={model.num_classes}"
+                )
             return cls(
                 name=d["name"],
-                model=_dataclass_from_dict(ModelConfig, d["model"]),
-                data=_dataclass_from_dict(DataConfig, d["data"]),
+                model=model,
+                data=_dataclass_from_dict(DataConfig, data),
                 train=_dataclass_from_dict(TrainConfig, d["train"]),
                 description=d.get("description", ""),
                 source=d.get("source", ""),
@@ -552,6 +556,33 @@ _REPRODUCES = {
 }
 
 
+# The authors' classes, data and schedule settings of each task (their configs).
+_AUTHORS_RECIPES: dict[str, tuple[int, DataConfig, TrainConfig]] = {
+    "s4": (
+        1,
+        DataConfig(task="s4", img_size=512, frames_per_clip=5),
+        TrainConfig(epochs=30, freeze_backbone_epochs=5, batch_size=2, eval_batch_size=2),
+    ),
+    "ms3": (
+        1,
+        DataConfig(task="ms3", img_size=512, frames_per_clip=5),
+        TrainConfig(epochs=60, freeze_backbone_epochs=10, batch_size=2, eval_batch_size=2),
+    ),
+    "avss": (
+        71,
+        DataConfig(task="avss", img_size=224, frames_per_clip=10),
+        TrainConfig(
+            epochs=30,
+            freeze_backbone_epochs=0,
+            batch_size=4,
+            eval_batch_size=4,
+            eval_start_epoch=10,
+            eval_every=2,
+        ),
+    ),
+}
+
+
 def _official(
     name: str,
     backbone: str,
@@ -562,24 +593,8 @@ def _official(
     drive_link: str,
 ) -> Config:
     channels = RESNET50_CHANNELS if backbone == "res50" else PVT_V2_B5_CHANNELS
-    num_classes = 71 if task == "avss" else 1
+    num_classes, data, train = _AUTHORS_RECIPES[task]
     model = ModelConfig(backbone=backbone, in_channels=channels, num_classes=num_classes)
-    if task == "s4":
-        data = DataConfig(task="s4", img_size=512, frames_per_clip=5, num_classes=1)
-        train = TrainConfig(epochs=30, freeze_backbone_epochs=5, batch_size=2, eval_batch_size=2)
-    elif task == "ms3":
-        data = DataConfig(task="ms3", img_size=512, frames_per_clip=5, num_classes=1)
-        train = TrainConfig(epochs=60, freeze_backbone_epochs=10, batch_size=2, eval_batch_size=2)
-    else:
-        data = DataConfig(task="avss", img_size=224, frames_per_clip=10, num_classes=71)
-        train = TrainConfig(
-            epochs=30,
-            freeze_backbone_epochs=0,
-            batch_size=4,
-            eval_batch_size=4,
-            eval_start_epoch=10,
-            eval_every=2,
-        )
     config = register(
         Config(
             name=name,
@@ -759,14 +774,12 @@ _TINY_MODEL = ModelConfig(
 
 
 def _tiny(name: str, task: Task, frames: int, batch_size: int, description: str) -> Config:
-    num_classes = 71 if task == "avss" else 1
+    num_classes = _AUTHORS_RECIPES[task][0]
     return register(
         Config(
             name=name,
             model=replace(_TINY_MODEL, num_classes=num_classes),
-            data=DataConfig(
-                task=task, img_size=128, frames_per_clip=frames, num_classes=num_classes
-            ),
+            data=DataConfig(task=task, img_size=128, frames_per_clip=frames),
             train=TrainConfig(
                 epochs=3,
                 freeze_backbone_epochs=0,

@@ -295,7 +295,11 @@ def evaluate(
     task = spec.name
     device = next(model.parameters()).device
     model.eval()
-    metric = spec.metric(mode=metric_mode, videos_per_group=videos_per_group)
+    metric = spec.metric(
+        mode=metric_mode,
+        videos_per_group=videos_per_group,
+        num_classes=getattr(model, "num_classes", None),
+    )
     mask_dir = Path(save_masks) if save_masks is not None else None
 
     start = time.perf_counter()

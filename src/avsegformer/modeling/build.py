@@ -135,7 +135,7 @@ def resolve_config(
         config = Config(
             name="custom",
             model=name_or_config,
-            data=DataConfig(num_classes=name_or_config.num_classes),
+            data=DataConfig(),
             train=TrainConfig(),
         )
     else:

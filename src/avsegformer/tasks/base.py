@@ -110,12 +110,17 @@ class Task:
 
     # ------------------------------------------------------------ evaluation
     def metric(
-        self, *, mode: BinaryMode = "avsbench", videos_per_group: int = 2
+        self,
+        *,
+        mode: BinaryMode = "avsbench",
+        videos_per_group: int = 2,
+        num_classes: int | None = None,
     ) -> BinaryMetric | AVSSMetric:
-        """A fresh metric accumulator (``mode``/``videos_per_group``: binary F convention)."""
+        """A fresh metric accumulator (``mode``/``videos_per_group``: binary F convention;
+        ``num_classes``: the model's class count when it differs from the task's)."""
         if self.binary:
             return BinaryMetric(mode=mode, videos_per_group=videos_per_group)
-        return AVSSMetric(num_classes=self.num_classes)
+        return AVSSMetric(num_classes=num_classes or self.num_classes)
 
     def scored_frames(self, batch: AVBatch) -> torch.Tensor | None:
         """Bool ``[B*T]`` of the frames the metric scores, ``None`` = every frame."""
