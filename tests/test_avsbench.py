@@ -160,7 +160,7 @@ def test_root_may_be_task_folder_or_parent(data_root):
     by_parent = S4Dataset(data_root, "val", img_size=224)
     by_folder = S4Dataset(data_root / "Single-source", "val", img_size=224)
     assert by_parent.root == by_folder.root == data_root / "Single-source"
-    assert resolve_root("avss", data_root) == data_root / "AVSS"
+    assert resolve_root(AVSSDataset.layout, data_root) == data_root / "AVSS"
     with pytest.raises(MissingFileError) as info:
         S4Dataset(data_root / "Multi-sources", "val")
     message = str(info.value)

@@ -56,7 +56,7 @@ def test_a_config_or_a_model_config() -> None:
     assert resolve_config(config).config is config
     assert resolve_config(config).base == "the given configuration 'tiny_s4'"
     custom = resolve_config(get_config("tiny_avss").model).config
-    assert custom.name == "custom" and custom.data.num_classes == 71 == custom.model.num_classes
+    assert custom.name == "custom" and custom.num_classes == 71 == custom.model.num_classes
     with pytest.raises(ConfigError, match="^expected a model name, a config.json, a Config or a "
                        "ModelConfig, got int$"):  # fmt: skip
         resolve_config(3)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from avsegformer.engine.losses import (
     semantic_segmentation_loss,
 )
 from avsegformer.errors import ConfigError, ShapeError
+from avsegformer.tasks import get_task
 
 BINARY_CASES = [
     f"{task}_{kind}{sat}"
@@ -76,7 +77,7 @@ def test_binary_losses_match_reference(ref, tag: str) -> None:
         target = _s4_targets_all_frames(ref)
     else:
         target = torch.from_numpy(ref["ms3_gt"].astype(np.float32)).unsqueeze(1)
-    loss = SegmentationLoss(task, loss_type=loss_type, iou_loss_weight=1.0, mix_loss_weight=0.1)
+    loss = get_task(task).loss(loss_type=loss_type, iou_loss_weight=1.0, mix_loss_weight=0.1)
     total, parts = loss(pred, mask_feature, target)
     assert set(parts) == {"iou_loss", "mix_loss"}
     _check_case(ref, tag, total, parts, pred, mask_feature)
@@ -103,7 +104,7 @@ def test_avss_loss_matches_reference(ref) -> None:
     mask_feature = _leaf(ref["avss_mask_feature_f16"])
     target = torch.from_numpy(ref["avss_gt"].astype(np.int64))
     flags = torch.from_numpy(ref["avss_gt_temporal_mask_flag"])
-    total, parts = SegmentationLoss("avss")(pred, mask_feature, target, flags)
+    total, parts = get_task("avss").loss()(pred, mask_feature, target, flags)
     _check_case(ref, "avss", total, parts, pred, mask_feature)
     # Per-frame/class gradient sums cover the frames not stored in full.
     sums = pred.grad.double().sum((-2, -1)).numpy()
@@ -179,6 +180,8 @@ def test_bad_inputs_raise_named_errors() -> None:
             torch.randn(2, 5, 8, 8), torch.randn(2, 4, 4, 4), torch.zeros(2, 8, 8)
         )
     with pytest.raises(ConfigError):
-        SegmentationLoss("s5")
+        get_task("s5")
     with pytest.raises(ConfigError):
-        SegmentationLoss("ms3", loss_type="focal")
+        SegmentationLoss("semantic_x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        get_task("ms3").loss(loss_type="focal")

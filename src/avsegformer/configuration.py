@@ -202,7 +202,7 @@ def _requested_config(requested: Requested) -> Config:
         return Config(
             name="custom",
             model=requested,
-            data=DataConfig(num_classes=requested.num_classes),
+            data=DataConfig(),
             train=TrainConfig(),
         )
     if not isinstance(requested, (str, os.PathLike)):

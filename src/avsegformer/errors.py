@@ -88,6 +88,11 @@ class DataError(AVSegFormerError):
     """A dataset problem: a missing, unreadable or malformed file in a dataset root."""
 
 
+class UnknownTaskError(ConfigError, DataError):
+    """A task name no registered task has (a configuration and a data error alike:
+    configurations, dataset readers and the synthetic writer all name tasks)."""
+
+
 class MissingFileError(DataError, FileNotFoundError):
     """A file or directory that must exist does not."""
 

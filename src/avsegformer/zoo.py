@@ -27,9 +27,6 @@ from .settings import Precision, check_img_size
 # Pixel statistics belong to each backbone (its registration); these names stay for
 # old imports.
 
-Task = Literal["s4", "ms3", "avss"]
-TASKS: tuple[str, ...] = ("s4", "ms3", "avss")
-
 # The channels the published configurations record (``model.in_channels``); a backbone
 # declares its own in its registration, so new configurations need no constant here.
 RESNET50_CHANNELS = (256, 512, 1024, 2048)
@@ -177,10 +174,11 @@ class DataConfig:
     numbers were computed at 512, so that is the default for those configurations.
     """
 
-    task: Task = "s4"
+    # A registered task's name (avsegformer.tasks; checked where the task is used, since
+    # configurations sit below the task registry).
+    task: str = "s4"
     img_size: int = limited(512, 32, MAX_IMG_SIZE)
     frames_per_clip: int = limited(5, 1)
-    num_classes: int = limited(1, 1)
 
     def __post_init__(self) -> None:
         check_limits(self, "data")
@@ -282,10 +280,6 @@ class Config:
                 top[name] = typed
             else:
                 sections[section][name] = typed
-        # img_size and num_classes live where the pipeline and the network read them;
-        # keep the duplicated num_classes consistent.
-        if "num_classes" in sections["model"] and "num_classes" not in sections["data"]:
-            sections["data"]["num_classes"] = sections["model"]["num_classes"]
         # Recorded channels describe the recorded backbone: another backbone (or other
         # widths) without new in_channels takes the channels it declares.
         model = sections["model"]
@@ -301,6 +295,8 @@ class Config:
         )
 
     def _resolve_key(self, key: str) -> tuple[str | None, str]:
+        if key == "data.num_classes":  # where older records kept a copy of it
+            return "model", "num_classes"
         if "." in key:
             section, name = key.split(".", 1)
             if section not in ("model", "data", "train"):
@@ -316,8 +312,6 @@ class Config:
             for s in ("model", "data", "train")
             if key in {f.name for f in fields(getattr(self, s))}
         ]
-        if key == "num_classes":
-            return "model", key
         if len(owners) == 1:
             return owners[0], key
         if not owners and key in ("description", "source"):
@@ -343,10 +337,19 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> Config:
         """Rebuild a configuration saved by :meth:`to_dict` (unknown keys are errors)."""
         try:
+            model = _dataclass_from_dict(ModelConfig, d["model"])
+            data = dict(d["data"])
+            # Records written before the task registry kept a copy of num_classes here.
+            legacy_classes = data.pop("num_classes", model.num_classes)
+            if legacy_classes != model.num_classes:
+                raise ConfigError(
+                    f"malformed configuration record: data.num_classes={legacy_classes} but "
+                    f"model.num_classes={model.num_classes}"
+                )
             return cls(
                 name=d["name"],
-                model=_dataclass_from_dict(ModelConfig, d["model"]),
-                data=_dataclass_from_dict(DataConfig, d["data"]),
+                model=model,
+                data=_dataclass_from_dict(DataConfig, data),
                 train=_dataclass_from_dict(TrainConfig, d["train"]),
                 description=d.get("description", ""),
                 source=d.get("source", ""),
@@ -573,34 +576,45 @@ _REPRODUCES = {
 }
 
 
-def _official(
-    name: str,
-    backbone: str,
-    task: Task,
-    published: dict[str, float],
-    description: str,
-    file_name: str,
-    drive_link: str,
-) -> Config:
-    channels = RESNET50_CHANNELS if backbone == "res50" else PVT_V2_B5_CHANNELS
-    num_classes = 71 if task == "avss" else 1
-    model = ModelConfig(backbone=backbone, in_channels=channels, num_classes=num_classes)
-    if task == "s4":
-        data = DataConfig(task="s4", img_size=512, frames_per_clip=5, num_classes=1)
-        train = TrainConfig(epochs=30, freeze_backbone_epochs=5, batch_size=2, eval_batch_size=2)
-    elif task == "ms3":
-        data = DataConfig(task="ms3", img_size=512, frames_per_clip=5, num_classes=1)
-        train = TrainConfig(epochs=60, freeze_backbone_epochs=10, batch_size=2, eval_batch_size=2)
-    else:
-        data = DataConfig(task="avss", img_size=224, frames_per_clip=10, num_classes=71)
-        train = TrainConfig(
+# The authors' classes, data and schedule settings of each task (their configs).
+_AUTHORS_RECIPES: dict[str, tuple[int, DataConfig, TrainConfig]] = {
+    "s4": (
+        1,
+        DataConfig(task="s4", img_size=512, frames_per_clip=5),
+        TrainConfig(epochs=30, freeze_backbone_epochs=5, batch_size=2, eval_batch_size=2),
+    ),
+    "ms3": (
+        1,
+        DataConfig(task="ms3", img_size=512, frames_per_clip=5),
+        TrainConfig(epochs=60, freeze_backbone_epochs=10, batch_size=2, eval_batch_size=2),
+    ),
+    "avss": (
+        71,
+        DataConfig(task="avss", img_size=224, frames_per_clip=10),
+        TrainConfig(
             epochs=30,
             freeze_backbone_epochs=0,
             batch_size=4,
             eval_batch_size=4,
             eval_start_epoch=10,
             eval_every=2,
-        )
+        ),
+    ),
+}
+
+
+def _official(
+    name: str,
+    backbone: str,
+    task: str,
+    published: dict[str, float],
+    description: str,
+    file_name: str,
+    drive_link: str,
+) -> Config:
+    channels = RESNET50_CHANNELS if backbone == "res50" else PVT_V2_B5_CHANNELS
+    num_classes, data, train = _AUTHORS_RECIPES[task]
+    model = ModelConfig(backbone=backbone, in_channels=channels, num_classes=num_classes)
     config = register(
         Config(
             name=name,
@@ -779,15 +793,13 @@ _TINY_MODEL = ModelConfig(
 )
 
 
-def _tiny(name: str, task: Task, frames: int, batch_size: int, description: str) -> Config:
-    num_classes = 71 if task == "avss" else 1
+def _tiny(name: str, task: str, frames: int, batch_size: int, description: str) -> Config:
+    num_classes = _AUTHORS_RECIPES[task][0]
     return register(
         Config(
             name=name,
             model=replace(_TINY_MODEL, num_classes=num_classes),
-            data=DataConfig(
-                task=task, img_size=128, frames_per_clip=frames, num_classes=num_classes
-            ),
+            data=DataConfig(task=task, img_size=128, frames_per_clip=frames),
             train=TrainConfig(
                 epochs=3,
                 freeze_backbone_epochs=0,

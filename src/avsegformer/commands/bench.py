@@ -632,7 +632,7 @@ def _train_step(spec: dict[str, Any]) -> dict[str, Any]:
     """Forward, loss, backward and AdamW step of ``clips x frames`` frames, as the trainer."""
     import torch
 
-    from avsegformer.engine.losses import SegmentationLoss
+    from avsegformer.tasks import get_task
 
     device, size = spec["device"], spec["size"]
     device_type = torch.device(device).type
@@ -641,8 +641,8 @@ def _train_step(spec: dict[str, Any]) -> dict[str, Any]:
     model = _build(spec, training=True)
     train = model.config.train
     # Every frame labelled (MS3-style), so all of them are forwarded and scored.
-    criterion = SegmentationLoss(
-        "ms3", train.loss_type, train.iou_loss_weight, train.mix_loss_weight, spec["frames"]
+    criterion = get_task("ms3").loss(
+        train.loss_type, train.iou_loss_weight, train.mix_loss_weight, spec["frames"]
     )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device_type == "cuda")
@@ -727,8 +727,8 @@ def _count_training_flops(name: str, frames: int, size: int) -> dict[str, float]
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from avsegformer.engine.losses import SegmentationLoss
     from avsegformer.modeling.build import build_model
+    from avsegformer.tasks import get_task
 
     overrides = {"model.keep_unused_modules": False}
     model = build_model(name, device="meta", overrides=overrides).train()
@@ -737,7 +737,7 @@ def _count_training_flops(name: str, frames: int, size: int) -> dict[str, float]
     target = torch.empty(frames, 1, size, size, device="meta")
     with FlopCounterMode(display=False) as counter:
         out = model(images, audio)
-        loss, _ = SegmentationLoss("ms3")(out.logits.float(), out.mask_feature.float(), target)
+        loss, _ = get_task("ms3").loss()(out.logits.float(), out.mask_feature.float(), target)
         loss.backward()
     total = float(counter.get_total_flops())
     return {"executed": total, "reference": total}

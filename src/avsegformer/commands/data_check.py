@@ -14,6 +14,7 @@ import argparse
 
 from ..data.avsbench import SPLITS
 from ..data.check import check_dataset
+from ..tasks import task_names
 from ._common import add_json_argument, write_json_output
 
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "root",
         help="the task folder (Single-source/, Multi-sources/, the AVSS folder) or its parent",
     )
-    parser.add_argument("--task", required=True, choices=["s4", "ms3", "avss"])
+    parser.add_argument("--task", required=True, choices=task_names())
     parser.add_argument(
         "--split", nargs="+", choices=SPLITS, default=None, help="splits to check (default all)"
     )

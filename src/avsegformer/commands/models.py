@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..tasks import task_names
 from ..zoo import get_config, get_weights, list_models, list_weights, weights_for_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=["s4", "ms3", "avss"], help="only this task")
+    parser.add_argument("--task", choices=task_names(), help="only this task")
     parser.add_argument(
         "--card",
         metavar="NAME",

@@ -13,11 +13,16 @@ import argparse
 import time
 
 from ..data.synthetic import GENERATOR_VERSION, generate_dataset
-from ..data.synthetic.dataset import TASKS
+from ..tasks import iter_tasks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS, help="layout to write")
+    parser.add_argument(
+        "--task",
+        required=True,
+        choices=[t.name for t in iter_tasks() if t.synthetic is not None],
+        help="layout to write",
+    )
     parser.add_argument(
         "--out", required=True, help="output folder (becomes the task folder: holds the CSV)"
     )

@@ -31,7 +31,6 @@ _LAZY: dict[str, str] = {
             "S4Dataset",
             "VideoEntry",
             "VideoFiles",
-            "build_dataset",
             "collate",
             "parse_metadata_file",
             "read_avss_metadata",
@@ -42,6 +41,7 @@ _LAZY: dict[str, str] = {
         ),
         "avsbench",
     ),
+    "build_dataset": "build",
     **dict.fromkeys(("DatasetReport", "FileCount", "SplitReport", "check_dataset"), "check"),
     **dict.fromkeys(("Geometry", "PixelNorm"), "images"),
     **dict.fromkeys(("load_logmel_pkl", "load_tensor_pickle", "write_logmel_pkl"), "safe_pickle"),
@@ -62,7 +62,6 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         S4Dataset,
         VideoEntry,
         VideoFiles,
-        build_dataset,
         collate,
         parse_metadata_file,
         read_avss_metadata,
@@ -71,6 +70,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
         read_s4_metadata,
         resolve_root,
     )
+    from .build import build_dataset  # noqa: F401
     from .check import DatasetReport, FileCount, SplitReport, check_dataset  # noqa: F401
     from .images import Geometry, PixelNorm  # noqa: F401
     from .safe_pickle import load_logmel_pkl, load_tensor_pickle, write_logmel_pkl  # noqa: F401

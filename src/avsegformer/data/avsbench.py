@@ -49,7 +49,7 @@ import inspect
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -94,17 +94,6 @@ OBJECT_CLIP_FRAMES = 5  # S4 / MS3
 AudioSource = Literal["auto", "pkl", "wav"]
 GtFlagRule = Literal["official", "annotated"]
 
-# Folder names under which a task folder may sit inside a parent directory.
-_TASK_FOLDERS: dict[str, tuple[str, ...]] = {
-    "s4": ("Single-source",),
-    "ms3": ("Multi-sources",),
-    "avss": ("AVSS", "avss", "avs_released"),
-}
-_METADATA_FILES: dict[str, str] = {
-    "s4": "s4_meta_data.csv",
-    "ms3": "ms3_meta_data.csv",
-    "avss": "metadata.csv",
-}
 # How many irregular masks a dataset logs as warnings before going quiet.
 _MAX_MASK_WARNINGS = 10
 
@@ -360,8 +349,29 @@ def _avss_row(row: list[str], cols: dict[str, int]) -> VideoEntry | str:
     )
 
 
-def parse_metadata_file(task: str, csv_path: str | Path) -> Metadata:
-    """Read the metadata CSV of ``task`` leniently: :class:`Metadata` with the usable
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Where a task's files sit and how its metadata CSV reads (one per reader).
+
+    ``title``: the task's short name in messages (``"S4"``). ``folders``: names the task
+    folder may have inside a parent directory. ``metadata_file``: the CSV that marks the
+    task folder. ``columns``: the CSV columns read by name; ``make_entry(row, cols)``
+    builds a :class:`VideoEntry` or returns a problem string; ``name_column``: the
+    column holding the clip name (``None``: column 0, as the official S4/MS3 loaders);
+    ``key``: what identifies a clip (default its ``video_id``), to find clips listed twice.
+    """
+
+    title: str
+    folders: tuple[str, ...]
+    metadata_file: str
+    columns: tuple[str, ...]
+    make_entry: Callable[[list[str], dict[str, int]], VideoEntry | str]
+    name_column: str | None = None
+    key: Callable[[VideoEntry], Any] | None = None
+
+
+def parse_metadata_file(layout: DatasetLayout, csv_path: str | Path) -> Metadata:
+    """Read the metadata CSV of ``layout`` leniently: :class:`Metadata` with the usable
     rows and a line per bad row (nothing raised for bad rows).
 
     Raises :class:`MissingFileError` / :class:`CorruptFileError` when the file cannot be
@@ -369,21 +379,30 @@ def parse_metadata_file(task: str, csv_path: str | Path) -> Metadata:
     ``split`` and ``category`` by name, the video name in column 0; MS3: ``split``, name
     in column 0; AVSS: ``vid, uid, a_obj, split, label``).
     """
-    task = _check_task(task)
-    csv_path = Path(csv_path)
-    if task == "s4":
-        # The official loader reads the category by position (column 2): a file without
-        # the column would send every path to a wrong folder, so it is found by name.
-        return _parse_rows(csv_path, ("category", "split"), _s4_row)
-    if task == "ms3":
-        return _parse_rows(csv_path, ("split",), _ms3_row)
     return _parse_rows(
-        csv_path,
-        ("vid", "uid", "a_obj", "split", "label"),
-        _avss_row,
-        name_column="uid",
-        key=lambda e: (e.subset, e.video_id),  # folders are <subset>/<uid>
+        Path(csv_path),
+        layout.columns,
+        layout.make_entry,
+        name_column=layout.name_column,
+        key=layout.key,
     )
+
+
+# The official loader reads the S4 category by position (column 2): a file without the
+# column would send every path to a wrong folder, so it is found by name.
+S4_LAYOUT = DatasetLayout(
+    "S4", ("Single-source",), "s4_meta_data.csv", ("category", "split"), _s4_row
+)
+MS3_LAYOUT = DatasetLayout("MS3", ("Multi-sources",), "ms3_meta_data.csv", ("split",), _ms3_row)
+AVSS_LAYOUT = DatasetLayout(
+    "AVSS",
+    ("AVSS", "avss", "avs_released"),
+    "metadata.csv",
+    ("vid", "uid", "a_obj", "split", "label"),
+    _avss_row,
+    name_column="uid",
+    key=lambda e: (e.subset, e.video_id),  # folders are <subset>/<uid>
+)
 
 
 def read_s4_metadata(csv_path: str | Path) -> list[VideoEntry]:
@@ -393,7 +412,7 @@ def read_s4_metadata(csv_path: str | Path) -> list[VideoEntry]:
     by their column names. Raises :class:`CorruptFileError` for a missing column or a bad
     row (unknown split, a clip listed twice, too few fields); see :func:`parse_metadata_file`.
     """
-    return _strict(parse_metadata_file("s4", csv_path))
+    return _strict(parse_metadata_file(S4_LAYOUT, csv_path))
 
 
 def read_ms3_metadata(csv_path: str | Path) -> list[VideoEntry]:
@@ -401,7 +420,7 @@ def read_ms3_metadata(csv_path: str | Path) -> list[VideoEntry]:
 
     Raises as :func:`read_s4_metadata`.
     """
-    return _strict(parse_metadata_file("ms3", csv_path))
+    return _strict(parse_metadata_file(MS3_LAYOUT, csv_path))
 
 
 def read_avss_metadata(csv_path: str | Path) -> list[VideoEntry]:
@@ -409,7 +428,7 @@ def read_avss_metadata(csv_path: str | Path) -> list[VideoEntry]:
 
     Raises as :func:`read_s4_metadata` (also for a ``label`` other than v1s, v1m, v2).
     """
-    return _strict(parse_metadata_file("avss", csv_path))
+    return _strict(parse_metadata_file(AVSS_LAYOUT, csv_path))
 
 
 def _strict(metadata: Metadata) -> list[VideoEntry]:
@@ -417,19 +436,15 @@ def _strict(metadata: Metadata) -> list[VideoEntry]:
     return metadata.entries
 
 
-_METADATA_READERS = {"s4": read_s4_metadata, "ms3": read_ms3_metadata, "avss": read_avss_metadata}
-
-
-def resolve_root(task: str, root: str | Path) -> Path:
+def resolve_root(layout: DatasetLayout, root: str | Path) -> Path:
     """The task folder for ``root``: ``root`` itself or the task's folder inside it.
 
     Recognised by the metadata file (``s4_meta_data.csv``, ``ms3_meta_data.csv``,
     ``metadata.csv``). Raises :class:`MissingFileError` listing every place looked at.
     """
-    task = _check_task(task)
     root = Path(root).expanduser()
-    marker = _METADATA_FILES[task]
-    candidates = [root] + [root / folder for folder in _TASK_FOLDERS[task]]
+    marker = layout.metadata_file
+    candidates = [root] + [root / folder for folder in layout.folders]
     for candidate in candidates:
         if (candidate / marker).is_file():
             return candidate
@@ -437,22 +452,14 @@ def resolve_root(task: str, root: str | Path) -> Path:
     if not root.exists():
         raise MissingFileError(f"dataset root {root} does not exist (looked for {looked})")
     raise MissingFileError(
-        f"no {task.upper()} dataset found at {root}: looked for {looked}; pass the folder "
+        f"no {layout.title} dataset found at {root}: looked for {looked}; pass the folder "
         f"that holds {marker} or its parent"
     )
 
 
-def read_metadata(task: str, root: str | Path) -> list[VideoEntry]:
-    """All metadata rows of ``task`` under ``root`` (any split), in file order."""
-    task = _check_task(task)
-    return _METADATA_READERS[task](resolve_root(task, root) / _METADATA_FILES[task])
-
-
-def _check_task(task: str) -> str:
-    task = task.lower()
-    if task not in _METADATA_FILES:
-        raise DataError(f"unknown task {task!r}; use one of s4, ms3, avss")
-    return task
+def read_metadata(layout: DatasetLayout, root: str | Path) -> list[VideoEntry]:
+    """All metadata rows of ``layout`` under ``root`` (any split), in file order."""
+    return _strict(parse_metadata_file(layout, resolve_root(layout, root) / layout.metadata_file))
 
 
 def _check_split(split: str) -> str:
@@ -536,10 +543,23 @@ class AVSBenchDataset(Dataset):
     """Common machinery of the three readers (metadata, flags, audio, statistics)."""
 
     task: ClassVar[str] = ""
+    layout: ClassVar[DatasetLayout]
 
     # When a list, masks with irregular pixels are recorded here as (path, pixels) instead
     # of being logged: data-check lists them with its report.
     irregular_mask_record: list[tuple[Path, int]] | None = None
+
+    @classmethod
+    def build(cls, root: str | Path, split: str = "train", **options: Any) -> AVSBenchDataset:
+        """The reader for ``split`` under ``root``; an unknown option is a clear error."""
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "root", "split"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise DataError(
+                f"{cls.__name__} has no option {', '.join(unknown)}; "
+                f"options: {', '.join(sorted(accepted))}"
+            )
+        return cls(root, split, **options)
 
     def __init__(
         self,
@@ -562,19 +582,19 @@ class AVSBenchDataset(Dataset):
         self.audio_policy = audio_policy
         #: What the model's audio encoder takes: audio files are converted with it.
         self.audio_front_end = audio_front_end
-        self.root = resolve_root(self.task, root)
+        self.root = resolve_root(self.layout, root)
         self.img_size = int(img_size)
         if self.img_size < 1:
             raise DataError(f"img_size must be positive, got {img_size}")
         if entries is None:
-            entries = _METADATA_READERS[self.task](self.metadata_path)
+            entries = _strict(parse_metadata_file(self.layout, self.metadata_path))
         self.entries: list[VideoEntry] = [e for e in entries if e.split == self.split]
         # Per process: with DataLoader workers each worker keeps its own counts.
         self.stats: Counter[str] = Counter()
 
     @property
     def metadata_path(self) -> Path:
-        return self.root / _METADATA_FILES[self.task]
+        return self.root / self.layout.metadata_file
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -582,7 +602,7 @@ class AVSBenchDataset(Dataset):
     def _require_entries(self) -> None:
         if not self.entries:
             raise DataError(
-                f"{self.metadata_path} lists no {self.task.upper()} video for split "
+                f"{self.metadata_path} lists no {self.layout.title} video for split "
                 f"{self.split!r}{self._filter_note()}"
             )
 
@@ -624,7 +644,7 @@ class AVSBenchDataset(Dataset):
 class _BinaryMaskDataset(AVSBenchDataset):
     """S4 / MS3: 5 PNG frames, binary masks, 5 log-mel examples."""
 
-    mask_rule: ClassVar[BinaryMaskRule] = "s4"
+    mask_rule: ClassVar[BinaryMaskRule] = "threshold_1"
     _irregular_note: ClassVar[str] = ""
 
     def __init__(
@@ -777,7 +797,8 @@ class S4Dataset(_BinaryMaskDataset):
     """
 
     task = "s4"
-    mask_rule = "s4"
+    layout = S4_LAYOUT
+    mask_rule = "threshold_1"
     _irregular_note = "are neither black nor white (decoded with PIL's dithered convert('1'))"
 
     def _annotated_slots(self) -> range:
@@ -810,7 +831,8 @@ class MS3Dataset(_BinaryMaskDataset):
     """
 
     task = "ms3"
-    mask_rule = "ms3"
+    layout = MS3_LAYOUT
+    mask_rule = "palette_index"
     _irregular_note = (
         "are neither black nor white (the original convert('P')/255 would not give {0, 1}; "
         "read as palette index != 0)"
@@ -851,6 +873,7 @@ class AVSSDataset(AVSBenchDataset):
     """
 
     task = "avss"
+    layout = AVSS_LAYOUT
 
     def __init__(
         self,
@@ -977,27 +1000,3 @@ class AVSSDataset(AVSBenchDataset):
 
 def _ones_then_zeros(ones: int, total: int) -> tuple[float, ...]:
     return (1.0,) * ones + (0.0,) * (total - ones)
-
-
-_DATASETS: dict[str, type[AVSBenchDataset]] = {
-    "s4": S4Dataset,
-    "ms3": MS3Dataset,
-    "avss": AVSSDataset,
-}
-
-
-def build_dataset(task: str, root: str | Path, split: str = "train", **options: Any) -> Dataset:
-    """The reader of ``task`` (``"s4"``, ``"ms3"``, ``"avss"``) for ``split`` under ``root``.
-
-    ``options`` go to :class:`S4Dataset`, :class:`MS3Dataset` or :class:`AVSSDataset`
-    (e.g. ``img_size=224``, ``audio_policy="silence"``).
-    """
-    cls = _DATASETS[_check_task(task)]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "root", "split"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise DataError(
-            f"{cls.__name__} has no option {', '.join(unknown)}; "
-            f"options: {', '.join(sorted(accepted))}"
-        )
-    return cls(root, split, **options)

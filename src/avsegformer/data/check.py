@@ -21,15 +21,13 @@ from PIL import Image
 
 from ..errors import AVSegFormerError
 from ..progress import progress_bar
+from ..tasks import Task, get_task
 from .avsbench import (
-    _METADATA_FILES,
     SPLITS,
     AVSBenchDataset,
     VideoEntry,
     VideoFiles,
     _check_split,
-    _check_task,
-    build_dataset,
     check_audio_file,
     parse_metadata_file,
     resolve_root,
@@ -48,19 +46,6 @@ class FileCount:
     @property
     def complete(self) -> bool:
         return self.found == self.expected
-
-
-_RELEASE_FRAME_SIZE = "224x224"  # S4 / MS3 frames as released (spec §2.3, §3.3)
-
-# What an irregular mask is, per task (data-check counts them as errors).
-_IRREGULAR_MASKS = {
-    "s4": "masks not pure black/white (values other than 0 and 255; the original's "
-    "dithered convert('1') would decode them)",
-    "ms3": "masks not pure black/white (values other than 0 and 255: the original's "
-    "convert('P')/255 would not give 0/1)",
-    "avss": "masks with colours outside the 71-class palette (the original reads them as "
-    "background)",
-}
 
 
 @dataclass
@@ -137,8 +122,10 @@ class DatasetReport:
     def format_text(self) -> str:
         """Human-readable report: the metadata's bad rows, one table row per split, then
         the problems of each split."""
+        task = get_task(self.task)
         lines = [
-            f"AVSBench {self.task.upper()} at {self.root}" + (" (deep check)" if self.deep else "")
+            f"AVSBench {task.reader.layout.title} at {self.root}"
+            + (" (deep check)" if self.deep else "")
         ]
         metadata = Path(self.metadata).name
         if self.metadata_problem_count:
@@ -150,7 +137,7 @@ class DatasetReport:
         for s in self.splits:
             counts = [f"{c.found}/{c.expected}" for c in (s.frames, s.masks, s.audio)]
             row = f"{s.split:6s} {s.videos:7d} " + " ".join(f"{c:>13s}" for c in counts)
-            if self.task != "avss":
+            if task.audio_files:
                 row += f"  (pkl {s.log_mel_files}, wav {s.wav_files})"
             lines.append(row)
         for s in self.splits:
@@ -166,16 +153,15 @@ class DatasetReport:
                 lines.append(f"{s.split}: {s.unreadable_count} unreadable or invalid, e.g.:")
                 lines.extend(f"  {p}" for p in s.unreadable)
             if s.irregular_masks:
-                lines.append(f"{s.split}: {s.irregular_masks} {_IRREGULAR_MASKS[self.task]}, e.g.:")
+                lines.append(f"{s.split}: {s.irregular_masks} {task.irregular_masks}, e.g.:")
                 lines.extend(f"  {p}" for p in s.irregular_mask_files)
-            other_sizes = {
-                size: n for size, n in s.frame_sizes.items() if size != _RELEASE_FRAME_SIZE
-            }
-            if self.task != "avss" and other_sizes:
+            release = task.release_frame_size
+            other_sizes = {size: n for size, n in s.frame_sizes.items() if size != release}
+            if release is not None and other_sizes:
                 sizes = ", ".join(f"{size}: {n}" for size, n in sorted(other_sizes.items()))
                 lines.append(
                     f"{s.split}: note: {sum(other_sizes.values())} clips have frames of another "
-                    f"size than the release's {_RELEASE_FRAME_SIZE} ({sizes}); not an error: "
+                    f"size than the release's {release} ({sizes}); not an error: "
                     "the readers resize frames and masks to img_size"
                 )
         lines.append("OK" if self.ok else "PROBLEMS FOUND")
@@ -184,7 +170,7 @@ class DatasetReport:
 
 def check_dataset(
     root: str | Path,
-    task: str,
+    task: str | Task,
     splits: Sequence[str] | None = None,
     *,
     deep: bool = False,
@@ -203,25 +189,26 @@ def check_dataset(
     :class:`~avsegformer.errors.CorruptFileError` when the metadata file cannot be read
     at all (e.g. a required column is missing: the message names it and the columns found).
     """
-    task = _check_task(task)
-    task_root = resolve_root(task, root)
-    metadata = parse_metadata_file(task, task_root / _METADATA_FILES[task])
+    spec = get_task(task)
+    layout = spec.reader.layout
+    task_root = resolve_root(layout, root)
+    metadata = parse_metadata_file(layout, task_root / layout.metadata_file)
     wanted = [_check_split(s) for s in splits] if splits else list(SPLITS)
     by_split = {split: [e for e in metadata.entries if e.split == split] for split in wanted}
     total = sum(len(v) for v in by_split.values())
     reports = []
-    with progress_bar(total, f"checking {task.upper()}", "video", enabled=progress) as bar:
+    with progress_bar(total, f"checking {layout.title}", "video", enabled=progress) as bar:
         for split in wanted:
             report = SplitReport(split)
             reports.append(report)
             if not by_split[split]:
                 continue
-            dataset = _dataset_for_check(task, task_root, split, by_split[split])
+            dataset = _dataset_for_check(spec, task_root, split, by_split[split])
             for index in range(len(dataset)):
                 _check_video(dataset, index, report, task_root, deep, max_listed)
                 bar.update(1)
     return DatasetReport(
-        task=task,
+        task=spec.name,
         root=str(task_root),
         deep=deep,
         splits=reports,
@@ -232,11 +219,11 @@ def check_dataset(
 
 
 def _dataset_for_check(
-    task: str, root: Path, split: str, entries: list[VideoEntry]
+    task: Task, root: Path, split: str, entries: list[VideoEntry]
 ) -> AVSBenchDataset:
     # Native size: a deep check decodes files, it should not spend time resizing them.
     # Other options stay the readers' defaults, so that what fails here fails in training.
-    dataset = build_dataset(task, root, split, img_size=224, entries=entries)
+    dataset = task.dataset(root, split, img_size=224, entries=entries)
     assert isinstance(dataset, AVSBenchDataset)
     dataset.irregular_mask_record = []  # listed in the report instead of logged
     return dataset

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from ..zoo import ModelConfig
 
 GeometryKind = Literal["none", "resize", "short_side_crop"]
-BinaryMaskRule = Literal["s4", "ms3"]
+# How a binary mask PNG decodes, as each official loader does: "threshold_1" = PIL's
+# convert('1') (S4: grey pixels dithered), "palette_index" = convert('P') index != 0 (MS3).
+BinaryMaskRule = Literal["threshold_1", "palette_index"]
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ def _binary_mask_image(image: Image.Image, rule: BinaryMaskRule) -> tuple[Image.
     """Mode-"L" image with foreground 255 / background 0, and the count of odd pixels."""
     if image.mode == "1":
         return image.convert("L"), 0
-    if rule == "s4":
+    if rule == "threshold_1":
         grey = image if image.mode == "L" else image.convert("L")
         values = np.asarray(grey)
         irregular = int(np.count_nonzero((values != 0) & (values != 255)))
@@ -231,7 +233,7 @@ def _binary_mask_image(image: Image.Image, rule: BinaryMaskRule) -> tuple[Image.
             return grey, 0
         # Only PIL's own dithering reproduces the original tensor for grey pixels.
         return image.convert("1").convert("L"), irregular
-    # ms3: the original tensor is the palette index of convert('P') divided by 255.
+    # palette_index (MS3): the original tensor is the palette index of convert('P') divided by 255.
     if image.mode in ("L", "P"):
         index = np.asarray(image)
     else:
@@ -242,7 +244,8 @@ def _binary_mask_image(image: Image.Image, rule: BinaryMaskRule) -> tuple[Image.
 
 
 def load_binary_mask(path: Path, rule: BinaryMaskRule, geometry: Geometry) -> MaskDecoding:
-    """Decode an S4 (``rule="s4"``) or MS3 (``"ms3"``) mask PNG: bool ``[H, W]`` after geometry."""
+    """Decode a binary mask PNG by ``rule`` (S4: ``"threshold_1"``, MS3: ``"palette_index"``):
+    bool ``[H, W]`` after geometry."""
     image = open_image(path)
     mask_image, irregular = _binary_mask_image(image, rule)
     values = np.asarray(geometry.apply(mask_image, is_mask=True)) != 0

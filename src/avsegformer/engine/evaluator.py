@@ -32,15 +32,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.avsbench import AVBatch, AVSample, collate
-from ..data.classes import AVSS_CLASSES
 from ..errors import ConfigError, NonFiniteError
 from ..modeling.audio_encoders import audio_front_end
 from ..modeling.audio_frontend import VGGISH_LOG_MEL, AudioFrontEnd
 from ..progress import track
 from ..settings import Precision
+from ..tasks import Task, get_task
 from . import dist
 from .loading import BadClipPolicy, GuardedDataset, guarded_collate, merge_skipped, video_id_of
-from .metrics import AVSSMetric, BinaryMetric
+from .metrics import AVSSMetric
 
 logger = logging.getLogger(__name__)
 
@@ -207,17 +207,16 @@ def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
 
 
 def model_inputs(
-    batch: AVBatch, task: str
+    batch: AVBatch, task: str | Task
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Flatten a batch ``[B, T, ...]`` into the model's per-frame inputs.
 
-    Returns frames ``[B*T, 3, H, W]``, audio ``[B*T, 1, 96, 64]`` and, for AVSS, the
-    per-frame temporal mask ``[B*T]`` (``None`` for S4/MS3, as the reference passes).
+    Returns frames ``[B*T, 3, H, W]``, audio ``[B*T, ...]`` and the task's per-frame
+    temporal mask ``[B*T]`` (AVSS; ``None`` for S4/MS3, as the reference passes).
     """
     frames = batch.frames.flatten(0, 1)
     audio = batch.audio.flatten(0, 1)
-    temporal_mask = batch.vid_flags.flatten() if task == "avss" else None
-    return frames, audio, temporal_mask
+    return frames, audio, get_task(task).temporal_mask(batch)
 
 
 def iterate_batches(
@@ -259,7 +258,7 @@ def evaluate(
     model: torch.nn.Module,
     dataset: Dataset,
     *,
-    task: str,
+    task: str | Task,
     batch_size: int = 2,
     metric_mode: Literal["avsbench", "invariant"] = "avsbench",
     videos_per_group: int = 2,
@@ -277,7 +276,7 @@ def evaluate(
 
     Args:
         model: an AVSegFormer (its device is used); put in eval mode here.
-        task: ``"s4"``, ``"ms3"`` or ``"avss"``.
+        task: a registered task (:mod:`avsegformer.tasks`) or its name (``"s4"``...).
         batch_size: videos per forward pass (does not change the scores).
         metric_mode, videos_per_group: S4/MS3 F-score convention (see module docstring).
         audio_mode: ``"matched"``, ``"zero"``, ``"noise"`` or ``"shuffled"``.
@@ -298,17 +297,17 @@ def evaluate(
         NonFiniteError: the model's output is NaN or infinite (non-finite weights or
             inputs): no score is computed from it.
     """
-    if task not in ("s4", "ms3", "avss"):
-        raise ConfigError(f"unknown task {task!r}")
+    spec = get_task(task)
+    task = spec.name
     device = next(model.parameters()).device
     precision = Precision.parse(precision, option="precision")
     precision.resolve(device)  # fp16 on a CPU fails here, before any data is read
     model.eval()
-    metric: BinaryMetric | AVSSMetric
-    if task == "avss":
-        metric = AVSSMetric(num_classes=getattr(model, "num_classes", 71))
-    else:
-        metric = BinaryMetric(mode=metric_mode, videos_per_group=videos_per_group)
+    metric = spec.metric(
+        mode=metric_mode,
+        videos_per_group=videos_per_group,
+        num_classes=getattr(model, "num_classes", None),
+    )
     mask_dir = Path(save_masks) if save_masks is not None else None
 
     start = time.perf_counter()
@@ -335,7 +334,7 @@ def evaluate(
     )
     for indices, batch in batches:
         batch = batch.to(device)
-        frames, audio, temporal_mask = model_inputs(batch, task)
+        frames, audio, temporal_mask = model_inputs(batch, spec)
         t0 = time.perf_counter()
         with precision.autocast(device):
             logits = model(frames, audio, temporal_mask).logits
@@ -351,12 +350,11 @@ def evaluate(
         frames_per_clip = batch.frames.shape[1]
         video_index = indices.to(device).repeat_interleave(frames_per_clip)
         frame_index = torch.arange(frames_per_clip, device=device).repeat(len(indices))
-        if task == "avss":
-            target = batch.masks.flatten(0, 1)
+        target = batch.masks.flatten(0, 1)
+        scored = spec.scored_frames(batch)
+        if scored is None:
             metric.update(logits, target, video_index=video_index, frame_index=frame_index)
         else:
-            target = batch.masks.flatten(0, 1)
-            scored = batch.gt_flags.flatten() > 0
             metric.update(
                 logits[scored],
                 target[scored],
@@ -367,13 +365,14 @@ def evaluate(
         metric_seconds += time.perf_counter() - t1
         forward_seconds += t1 - t0
         if mask_dir is not None:
-            save_prediction_masks(mask_dir, task, batch, logits, avss_mask_size=avss_mask_size)
+            save_prediction_masks(mask_dir, spec, batch, logits, avss_mask_size=avss_mask_size)
 
     skipped = merge_skipped(dist.all_gather_object(bad_clips.records()))
     scores = metric.compute()
     per_class: list[dict[str, Any]] = []
     if isinstance(metric, AVSSMetric):
-        names = list(AVSS_CLASSES) + [f"class_{i}" for i in range(len(AVSS_CLASSES), 1000)]
+        names = list(spec.class_names)
+        names += [f"class_{i}" for i in range(len(names), metric.num_classes)]
         per_class = [
             {"id": c, "name": names[c], "iou": float(i), "fscore": float(f), "frames": int(k)}
             for c, (i, f, k) in enumerate(
@@ -418,7 +417,7 @@ def _sync(device: torch.device) -> None:
 # ----------------------------------------------------------------------------- masks
 def save_prediction_masks(
     root: Path,
-    task: str,
+    task: str | Task,
     batch: AVBatch,
     logits: torch.Tensor,
     *,
@@ -430,32 +429,15 @@ def save_prediction_masks(
       (``i`` 0-based), binary ``sigmoid > 0.5`` as 0/255 in a grey-palette PNG.
     * AVSS: ``<root>/<uid>/<uid>_<i>.png`` for all 10 frames, argmax class in the AVSS
       palette colours (RGB), at ``avss_mask_size`` (nearest, colours stay exact).
-    """
-    from ..render import resize_mask, save_binary_mask_png, save_class_mask_png
 
+    The folder and the encoding are the task's (:meth:`~avsegformer.tasks.Task.save_masks`).
+    """
+    spec = get_task(task)
     written: list[Path] = []
     frames_per_clip = batch.frames.shape[1]
     per_clip = logits.reshape(len(batch.video_ids), frames_per_clip, *logits.shape[1:])
     for b, video_id in enumerate(batch.video_ids):
-        if task == "s4":
-            folder = root / batch.categories[b] / video_id
-        else:
-            folder = root / video_id
+        folder = spec.mask_folder(root, batch, b)
         folder.mkdir(parents=True, exist_ok=True)
-        if task == "avss":
-            classes = per_clip[b].argmax(dim=1).to(torch.uint8).cpu().numpy()
-            for i, class_map in enumerate(classes):
-                path = folder / f"{video_id}_{i}.png"
-                if avss_mask_size is not None:
-                    # Nearest on the class map: the reference resizes the RGB image
-                    # bicubically, which blends colours that are no class at the edges.
-                    class_map = resize_mask(class_map, avss_mask_size)
-                save_class_mask_png(path, class_map)
-                written.append(path)
-        else:
-            binary = (torch.sigmoid(per_clip[b, :, 0]) > 0.5).cpu().numpy()
-            for i, mask in enumerate(binary):
-                path = folder / f"{video_id}_{i}.png"
-                save_binary_mask_png(path, mask)
-                written.append(path)
+        written += spec.save_masks(folder, video_id, per_clip[b], mask_size=avss_mask_size)
     return written

@@ -35,7 +35,7 @@ __all__ = [
     "BinaryLossType",
     "LossWeights",
     "SegmentationLoss",
-    "Task",
+    "LossKind",
     "bce_loss_per_frame",
     "binary_segmentation_loss",
     "cross_entropy_per_frame",
@@ -46,7 +46,8 @@ __all__ = [
     "weighted_frame_mean",
 ]
 
-Task = Literal["s4", "ms3", "avss"]
+# "binary": one sigmoid channel (S4, MS3); "semantic": C-class softmax (AVSS).
+LossKind = Literal["binary", "semantic"]
 BinaryLossType = Literal["dice", "bce", "bce_logits"]
 
 _DICE_SMOOTH = 0.001
@@ -328,43 +329,52 @@ def _total(iou_term: torch.Tensor, mix_term: torch.Tensor) -> tuple[torch.Tensor
 class SegmentationLoss(nn.Module):
     """The training loss of one task, configured like the published configs.
 
+    Tasks build theirs (:meth:`avsegformer.tasks.Task.loss`); this class knows kinds of
+    loss, not tasks.
+
     Args:
-        task: ``"s4"`` (labelled frames only), ``"ms3"`` (all frames) or ``"avss"``.
-        loss_type: main/mix loss of S4 and MS3 (``"dice"``, ``"bce"``, ``"bce_logits"``);
-            AVSS always uses cross-entropy + Dice, as the reference.
+        kind: ``"binary"`` (:func:`binary_segmentation_loss`) or ``"semantic"``
+            (:func:`semantic_segmentation_loss`: cross-entropy + Dice, as the reference).
+        loss_type: main/mix loss of the binary kind (``"dice"``, ``"bce"``, ``"bce_logits"``).
         iou_loss_weight, mix_loss_weight: term weights (configs: 1.0 and 0.1).
-        frames_per_clip: S4's clip length T when no flags are given: frames 0, T, 2T...
-            are the labelled ones (the reference's hard-coded stride of 5).
+        frames_per_clip: the clip length T, for ``unflagged="first_of_clip"``.
+        unflagged: which frames enter a binary loss called without flags: ``"all"``, or
+            ``"first_of_clip"`` (frames 0, T, 2T...: S4's training labels, the
+            reference's hard-coded stride).
 
     ``forward(pred, mask_feature, target, frame_flags=None)`` returns
     ``(total, {"iou_loss": ..., "mix_loss": ...})``; see :func:`binary_segmentation_loss`
-    and :func:`semantic_segmentation_loss` for shapes. ``frame_flags`` is the S4 label
-    flag per frame or AVSS's ``gt_temporal_mask_flag``.
+    and :func:`semantic_segmentation_loss` for shapes. ``frame_flags`` is the label flag
+    per frame (S4) or AVSS's ``gt_temporal_mask_flag``.
     """
 
     def __init__(
         self,
-        task: Task,
+        kind: LossKind,
         loss_type: BinaryLossType = "dice",
         iou_loss_weight: float = 1.0,
         mix_loss_weight: float = 0.1,
         frames_per_clip: int = 5,
+        unflagged: Literal["all", "first_of_clip"] = "all",
     ) -> None:
         super().__init__()
-        if task not in ("s4", "ms3", "avss"):
-            raise ConfigError(f"unknown task {task!r}; expected s4, ms3 or avss")
+        if kind not in ("binary", "semantic"):
+            raise ConfigError(f"unknown loss kind {kind!r}; expected binary or semantic")
         if loss_type not in ("dice", "bce", "bce_logits"):
             raise ConfigError(f"unknown loss_type {loss_type!r}; expected dice, bce or bce_logits")
         if frames_per_clip < 1:
             raise ConfigError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
-        self.task = task
+        if unflagged not in ("all", "first_of_clip"):
+            raise ConfigError(f"unknown unflagged {unflagged!r}; expected all or first_of_clip")
+        self.kind = kind
         self.loss_type = loss_type
         self.weights = LossWeights(iou_loss_weight, mix_loss_weight)
         self.frames_per_clip = frames_per_clip
+        self.unflagged = unflagged
 
     def extra_repr(self) -> str:
         return (
-            f"task={self.task}, loss_type={self.loss_type}, "
+            f"kind={self.kind}, loss_type={self.loss_type}, "
             f"iou_loss={self.weights.iou_loss}, mix_loss={self.weights.mix_loss}"
         )
 
@@ -375,11 +385,11 @@ class SegmentationLoss(nn.Module):
         target: torch.Tensor,
         frame_flags: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LossDict]:
-        if self.task == "avss":
+        if self.kind == "semantic":
             return semantic_segmentation_loss(
                 pred, mask_feature, target, frame_flags, weights=self.weights
             )
-        if self.task == "s4" and frame_flags is None:
+        if frame_flags is None and self.unflagged == "first_of_clip":
             frame_flags = labelled_frame_flags(pred.shape[0], self.frames_per_clip, pred.device)
         return binary_segmentation_loss(
             pred, mask_feature, target, frame_flags, self.loss_type, self.weights

@@ -61,7 +61,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import UNUSED_PREFIXES, load_checkpoint, read_checkpoint, save_checkpoint
 from ..configuration import resolve_config
-from ..data import PixelNorm, build_dataset, collate
+from ..data import PixelNorm, collate
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputExistsError
 from ..fileio import atomic_write_text, check_writable, remove_path, sweep_stale_temporaries
 from ..finite import json_safe
@@ -69,6 +69,7 @@ from ..modeling.audio_encoders import audio_front_end
 from ..modeling.build import build_model
 from ..modeling.optimize import optimize
 from ..progress import progress_bar
+from ..tasks import get_task
 from ..zoo import Config
 from . import dist
 from .evaluator import (
@@ -84,7 +85,6 @@ from .loading import (
     merge_skipped,
     video_id_of,
 )
-from .losses import SegmentationLoss
 from .run_log import RunLogger
 from .train_state import (
     capture_rng_state,
@@ -255,7 +255,7 @@ class Trainer:
             raise ConfigError(f"max_steps must be >= 1, got {options.max_steps}")
         self.config = config
         cfg = config.train
-        self.task = config.data.task
+        self.task = get_task(config.data.task)
         #: What the audio encoder takes: the datasets' audio and ``audio="zero"`` silence.
         self.audio_front_end = audio_front_end(config)
         world = self.info.world_size
@@ -268,8 +268,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + self.info.rank)
 
         self.model = self._build_model()
-        self.criterion = SegmentationLoss(
-            self.task,
+        self.criterion = self.task.loss(
             loss_type=cfg.loss_type,
             iou_loss_weight=cfg.iou_loss_weight,
             mix_loss_weight=cfg.mix_loss_weight,
@@ -376,12 +375,12 @@ class Trainer:
         }
         if (
             split == "train"
-            and self.task != "avss"
+            and self.task.skips_unlabelled_frames
             and self.config.train.train_frames == "labelled"
         ):
             options["skip_unlabelled_frames"] = True  # dropped before the forward anyway
         options.update(self.options.dataset_options)
-        dataset = build_dataset(self.task, self.options.data_root, split, **options)
+        dataset = self.task.dataset(self.options.data_root, split, **options)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise DataError(f"the {split} split under {self.options.data_root} has no videos")
         return dataset
@@ -609,7 +608,7 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         frames, audio, temporal_mask = model_inputs(batch, self.task)
         target = batch.masks.flatten(0, 1)
-        flags = None if self.task == "ms3" else batch.gt_flags.flatten()
+        flags = self.task.loss_frame_flags(batch)
         if self.config.train.audio == "zero":
             audio = self.audio_front_end.silence_like(audio)
         if self.config.train.train_frames == "labelled" and flags is not None:
@@ -814,7 +813,7 @@ class Trainer:
         result = evaluate(
             self.model,
             self.val_set,
-            task=self.task,
+            task=self.task.name,
             batch_size=max(1, cfg.eval_batch_size // self.info.world_size),
             videos_per_group=cfg.eval_batch_size,
             audio_mode=cfg.audio,

@@ -17,19 +17,59 @@ Example::
 
 from __future__ import annotations
 
-from .clip import ClipObject, SynthClip, generate_clip, make_clip
-from .dataset import (
-    DEFAULT_AVSS_MIX,
-    GENERATOR_VERSION,
-    DatasetSummary,
-    generate_dataset,
-    parse_size,
-    parse_splits,
-    video_seed,
-)
-from .scene import PRESETS, SceneConfig
-from .sounds import SAMPLE_RATE, class_sound
-from .vocabulary import CLASS_NAMES, VOCABULARY, SynthClass, get_class
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> submodule. Imported on first use, so that the per-task writers
+# (:mod:`.formats`, which the task registry imports) do not pull in the generator,
+# which itself asks the task registry.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("ClipObject", "SynthClip", "generate_clip", "make_clip"), "clip"),
+    **dict.fromkeys(
+        (
+            "GENERATOR_VERSION",
+            "DatasetSummary",
+            "generate_dataset",
+            "parse_size",
+            "parse_splits",
+            "video_seed",
+        ),
+        "dataset",
+    ),
+    "DEFAULT_AVSS_MIX": "formats",
+    **dict.fromkeys(("PRESETS", "SceneConfig"), "scene"),
+    **dict.fromkeys(("SAMPLE_RATE", "class_sound"), "sounds"),
+    **dict.fromkeys(("CLASS_NAMES", "VOCABULARY", "SynthClass", "get_class"), "vocabulary"),
+}
+
+if TYPE_CHECKING:  # static analysers see the eager imports
+    from .clip import ClipObject, SynthClip, generate_clip, make_clip  # noqa: F401
+    from .dataset import (  # noqa: F401
+        GENERATOR_VERSION,
+        DatasetSummary,
+        generate_dataset,
+        parse_size,
+        parse_splits,
+        video_seed,
+    )
+    from .formats import DEFAULT_AVSS_MIX  # noqa: F401
+    from .scene import PRESETS, SceneConfig  # noqa: F401
+    from .sounds import SAMPLE_RATE, class_sound  # noqa: F401
+    from .vocabulary import CLASS_NAMES, VOCABULARY, SynthClass, get_class  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CLASS_NAMES",

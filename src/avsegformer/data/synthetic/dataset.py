@@ -24,17 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError, OutputExistsError
-from ..classes import AVSS_CLASSES
-from .clip import SynthClip, make_clip
-from .layout import (
-    VideoNames,
-    to_int16,
-    write_avss,
-    write_logmel,
-    write_ms3,
-    write_s4,
-    write_synth_meta,
-)
+from ...tasks import get_task, task_names
+from .clip import make_clip
+from .formats import SyntheticFormat, SyntheticJob
+from .layout import to_int16, write_logmel, write_synth_meta
 from .scene import PRESETS
 from .sounds import SAMPLE_RATE
 from .vocabulary import VOCABULARY
@@ -42,21 +35,9 @@ from .vocabulary import VOCABULARY
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
-TASKS: tuple[str, ...] = ("s4", "ms3", "avss")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
-# AVSS subsets: v1s = S4-like (5 s, one source), v1m = MS3-like (5 s), v2 = 10 s multi-source.
-DEFAULT_AVSS_MIX: dict[str, float] = {"v1s": 0.4, "v1m": 0.2, "v2": 0.4}
-_SPLIT_CODES = {"train": "tr", "val": "va", "test": "te"}
-_SUBSET_PRESET = {"v1s": "s4", "v1m": "ms3", "v2": "avss"}
-_SUBSET_SECONDS = {"v1s": 5, "v1m": 5, "v2": 10}
 _LOGMEL_EXAMPLES = 5  # S4 / MS3 pkl files hold exactly 5 examples
-_METADATA_FILE = {"s4": "s4_meta_data.csv", "ms3": "ms3_meta_data.csv", "avss": "metadata.csv"}
-_CSV_HEADER = {
-    "s4": ["name", "start", "category", "split"],
-    "ms3": ["name", "split"],
-    "avss": ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"],
-}
 
 
 @dataclass(frozen=True)
@@ -147,44 +128,13 @@ def parse_size(size: int | str | tuple[int, int], task: str) -> tuple[int, int]:
             raise DataError(f"bad --size {size!r}: use N or WxH, e.g. 224 or 320x224") from None
     else:
         height = int(size)
-        width = int(round(height * 10 / 7)) if task == "avss" else height
+        width = int(round(height * _synthetic_format(task).aspect))
     if min(width, height) < 32:
         raise DataError(f"frame size {width}x{height} is too small: use at least 32 pixels")
     return width, height
 
 
-def parse_mix(spec: str | dict[str, float] | None) -> dict[str, float]:
-    """AVSS subset weights, e.g. ``"v1s=0.4,v1m=0.2,v2=0.4"`` (any non-negative weights)."""
-    if spec is None:
-        return dict(DEFAULT_AVSS_MIX)
-    if isinstance(spec, str):
-        try:
-            spec = {
-                k.strip(): float(v) for k, v in (p.split("=") for p in spec.split(",") if p.strip())
-            }
-        except ValueError:
-            raise DataError(f"bad AVSS mix {spec!r}: use e.g. v1s=0.4,v1m=0.2,v2=0.4") from None
-    bad = [k for k in spec if k not in _SUBSET_SECONDS]
-    if bad or sum(spec.values()) <= 0 or any(v < 0 for v in spec.values()):
-        raise DataError(f"bad AVSS mix {spec}: keys v1s, v1m, v2 with non-negative weights")
-    return {k: float(spec[k]) for k in _SUBSET_SECONDS if k in spec}
-
-
 # ---------------------------------------------------------------------- one video
-
-
-@dataclass(frozen=True)
-class _VideoJob:
-    task: str
-    split: str
-    index: int
-    seed: int
-    width: int
-    height: int
-    root: str
-    logmel: bool
-    short_audio: float
-    avss_mix: tuple[tuple[str, float], ...]
 
 
 def video_seed(seed: int, task: str, split: str, index: int) -> np.random.SeedSequence:
@@ -199,56 +149,19 @@ def _shortened_length(seconds: int, rng: np.random.Generator) -> int:
     return examples * 15360 + 240 + int(rng.integers(0, 15360))
 
 
-def _choose_subset(mix: tuple[tuple[str, float], ...], rng: np.random.Generator) -> str:
-    labels = [label for label, _ in mix]
-    weights = np.array([weight for _, weight in mix]) / sum(weight for _, weight in mix)
-    return labels[int(rng.choice(len(labels), p=weights))]
+def _synthetic_format(task: str) -> SyntheticFormat:
+    fmt = get_task(task).synthetic
+    if fmt is None:
+        raise DataError(f"task {task!r} has no synthetic format: the generator cannot write it")
+    return fmt
 
 
-# What a per-task writer returns: the video's names, its metadata CSV row, the .pkl path.
-_Written = tuple[VideoNames, list[str], Path | None]
-
-
-def _write_s4_video(
-    job: _VideoJob, clip: SynthClip, samples: np.ndarray, rng: np.random.Generator
-) -> _Written:
-    name = f"s4{_SPLIT_CODES[job.split]}{job.index:07d}"  # 11 characters, like a YouTube id
-    category = clip.objects[clip.sounding[0][0] - 1].s4_category
-    names = VideoNames(key=name, category=category)
-    pkl = write_s4(Path(job.root), job.split, names, clip, samples)
-    return names, [name, str(int(rng.integers(0, 7))), category, job.split], pkl
-
-
-def _write_ms3_video(
-    job: _VideoJob, clip: SynthClip, samples: np.ndarray, rng: np.random.Generator
-) -> _Written:
-    name = f"ms{_SPLIT_CODES[job.split]}{job.index:07d}_{int(rng.integers(0, 13))}"
-    names = VideoNames(key=name)
-    pkl = write_ms3(Path(job.root), job.split, names, clip, samples)
-    return names, [name, job.split], pkl
-
-
-def _write_avss_video(
-    job: _VideoJob, clip: SynthClip, samples: np.ndarray, rng: np.random.Generator, subset: str
-) -> _Written:
-    start_s = int(rng.integers(0, 300))
-    base = f"av{_SPLIT_CODES[job.split]}{job.index:07d}"
-    if subset == "v1m":  # MS3 naming: uid == vid == <id>_<k> (spec §4.2)
-        vid = uid = f"{base}_{int(rng.integers(0, 13))}"
-    else:  # <vid>_<start_ms>_<end_ms>
-        vid, uid = base, f"{base}_{start_s * 1000}_{(start_s + clip.seconds) * 1000}"
-    names = VideoNames(key=uid, vid=vid, subset=subset)
-    write_avss(Path(job.root), job.split, names, clip, samples)
-    row = [vid, uid, str(start_s // 60), str(start_s % 60), _a_obj(clip), job.split, subset]
-    return names, row, None
-
-
-def _make_video(job: _VideoJob) -> list[str]:
+def _make_video(job: SyntheticJob) -> list[str]:
     """Generate and write one video (official files, log-mel, synth_meta); returns its CSV row."""
+    fmt = _synthetic_format(job.task)
     clip_seed, naming_seed = video_seed(job.seed, job.task, job.split, job.index).spawn(2)
     rng = np.random.default_rng(naming_seed)
-    subset = _choose_subset(job.avss_mix, rng) if job.task == "avss" else ""
-    preset, seconds = (_SUBSET_PRESET[subset], _SUBSET_SECONDS[subset]) if subset else (job.task, 5)
+    preset, seconds, subset = fmt.video_scene(job, rng)
     frame_times = np.arange(seconds) + 0.5  # the middle of each second
     clip = make_clip(PRESETS[preset], seconds, frame_times, job.width, job.height, clip_seed)
     samples = to_int16(clip.waveform)
@@ -259,25 +172,13 @@ def _make_video(job: _VideoJob) -> list[str]:
         "seconds": seconds,
         "audio_samples": int(samples.size),
     }
-    if job.task == "s4":
-        names, row, pkl = _write_s4_video(job, clip, samples, rng)
-    elif job.task == "ms3":
-        names, row, pkl = _write_ms3_video(job, clip, samples, rng)
-    else:
-        names, row, pkl = _write_avss_video(job, clip, samples, rng, subset)
+    names, row, pkl = fmt.write_video(job, clip, samples, rng, subset)
+    if subset:
         info["label"] = subset
     if pkl is not None and job.logmel:
         info["log_mel_examples"] = write_logmel(pkl, samples, clip.sample_rate, _LOGMEL_EXAMPLES)
     write_synth_meta(Path(job.root), job.split, names, clip, info)
     return row
-
-
-def _a_obj(clip: SynthClip) -> str:
-    """AVSS ``a_obj``: classes that sound at some second, in order of first sounding."""
-    seen: list[str] = []
-    for names in clip.sounding_classes:
-        seen += [n for n in names if n not in seen]
-    return "_".join(seen)
 
 
 def _init_worker() -> None:
@@ -290,7 +191,7 @@ def _init_worker() -> None:
 # ------------------------------------------------------------------------- dataset
 
 
-def _run_jobs(jobs: list[_VideoJob], workers: int) -> Iterator[list[str]]:
+def _run_jobs(jobs: list[SyntheticJob], workers: int) -> Iterator[list[str]]:
     if workers <= 1:
         yield from map(_make_video, jobs)
         return
@@ -392,19 +293,20 @@ def generate_dataset(
         DataError: bad task, splits, size or mix.
     """
     task = task.lower()
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    if task not in task_names():
+        raise DataError(f"unknown task {task!r}: use one of {', '.join(task_names())}")
+    fmt = _synthetic_format(task)
     if seed < 0:
         raise DataError(f"seed must be a non-negative integer, got {seed}")
     if not 0.0 <= short_audio <= 1.0:
         raise DataError(f"short_audio must be a fraction in [0, 1], got {short_audio}")
     counts = parse_splits(splits, videos)
     width, height = parse_size(size, task)
-    mix = parse_mix(avss_mix) if task == "avss" else {}
+    mix = fmt.parse_mix(avss_mix)
     out = Path(out).expanduser()
     partial = _prepare_output(out, overwrite)
     jobs = [
-        _VideoJob(
+        SyntheticJob(
             task,
             split,
             index,
@@ -426,13 +328,15 @@ def generate_dataset(
 
         rows = list(track(_run_jobs(jobs, workers), len(jobs), "synth", "video", enabled=progress))
         _write_csv(
-            partial / _METADATA_FILE[task], _CSV_HEADER[task], rows, trailing_newline=task != "avss"
+            partial / fmt.metadata_file,
+            list(fmt.csv_header),
+            rows,
+            trailing_newline=fmt.trailing_newline,
         )
-        if task == "avss":
-            label2idx = {name: index for index, name in enumerate(AVSS_CLASSES)}
-            (partial / "label2idx.json").write_text(json.dumps(label2idx, indent=1) + "\n")
-        options = {"log_mel": logmel and task != "avss", "short_audio": short_audio}
-        if task == "avss":
+        for name, text in fmt.extra_files:
+            (partial / name).write_text(text)
+        options = {"log_mel": logmel and fmt.log_mel, "short_audio": short_audio}
+        if fmt.uses_subsets:
             options["avss_mix"] = mix
         record = _dataset_record(task, seed, (width, height), counts, options)
         (partial / "synth_meta").mkdir(exist_ok=True)
@@ -442,9 +346,10 @@ def generate_dataset(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     subsets: dict[str, int] = {}
-    if task == "avss":
+    if fmt.uses_subsets:
+        label = fmt.csv_header.index("label")
         for row in rows:
-            subsets[row[6]] = subsets.get(row[6], 0) + 1
+            subsets[row[label]] = subsets.get(row[label], 0) + 1
     return DatasetSummary(
         root=out, task=task, splits=counts, size=(width, height), seed=seed, subsets=subsets
     )
