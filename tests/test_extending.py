@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from avsegformer.data import build_dataset
 from avsegformer.engine.evaluator import evaluate
@@ -69,3 +70,42 @@ def test_every_registered_task_is_complete(task) -> None:
     loss = task.loss()
     metric = task.metric()
     assert metric is not None and loss.kind == ("binary" if task.binary else "semantic")
+
+
+def test_a_new_task_backbone_and_audio_encoder_train_together(
+    ms3_root: Path, tmp_path: Path
+) -> None:
+    """The three extension points at once: each added in its own file, none edited."""
+    from test_audio_frontend import RawWaveEncoder  # registers "test_raw_waveform"
+    from test_backbone_registry import TinyPyramid  # registers "test_pyramid"
+
+    config = get_config("tiny_ms3").with_overrides(
+        [
+            *FAST,
+            "data.task=ms3_first",
+            "backbone=test_pyramid",
+            "num_levels=2",
+            "audio_encoder=test_raw_waveform",
+            "freeze_audio=false",
+            "lr=1e-3",
+            "warmup_steps=0",
+        ]
+    )
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    def record(trainer: Trainer) -> None:
+        model = trainer.model
+        seen["after"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    options = TrainOptions(
+        ms3_root, tmp_path / "run", progress=False, val_split="", max_steps=1,
+        save_every_steps=0, on_step_end=record,
+    )  # fmt: skip
+    trainer = Trainer(config, options)
+    assert trainer.task is FIRST_FRAME_MS3
+    assert isinstance(trainer.model.backbone, TinyPyramid)
+    assert isinstance(trainer.model.vggish, RawWaveEncoder)
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.fit().steps == 1
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], seen["after"][k])}
+    assert {"backbone", "vggish", "head"} <= changed

@@ -99,6 +99,7 @@ from .modeling.audio_frontend import VGGISH_LOG_MEL
 from .modeling.avsegformer import check_model_inputs
 from .render import resize_mask
 from .settings import Precision, check_img_size
+from .tasks import iter_tasks
 
 __all__ = [
     "AUDIO_WINDOW_SAMPLES",
@@ -727,10 +728,11 @@ class Predictor:
 
     @property
     def task(self) -> str:
-        """ "s4", "ms3" or "avss" (from the configuration; "s4"/"avss" by class count if none)."""
+        """The task's name: the configuration's, else the first registered task with the
+        model's class count ("s4" for a binary model, "avss" for 71 classes; "" if none)."""
         if self.config is not None:
             return str(self.config.task)
-        return "s4" if self.binary else "avss"
+        return next((t.name for t in iter_tasks() if t.num_classes == self.num_classes), "")
 
     # -- the stages ------------------------------------------------------------------------
 
