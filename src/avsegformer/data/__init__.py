@@ -13,8 +13,9 @@ such as :mod:`avsegformer.data.video` does not pull in the dataset readers and t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -76,14 +77,4 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from .safe_pickle import load_logmel_pkl, load_tensor_pickle, write_logmel_pkl  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    submodule = _LAZY.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -17,8 +17,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ...lazy import lazy_exports
 
 # Public name -> submodule. Imported on first use, so that the per-task writers
 # (:mod:`.formats`, which the task registry imports) do not pull in the generator,
@@ -58,17 +59,7 @@ if TYPE_CHECKING:  # static analysers see the eager imports
     from .vocabulary import CLASS_NAMES, VOCABULARY, SynthClass, get_class  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
-    submodule = _LAZY.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
